@@ -28,6 +28,12 @@ typedef int (*rsl_ini_handler)(void *ctx, const char *section, const char *key,
  * file) with "PATH:LINE: message" (or "PATH: message") in err. */
 int rsl_ini_load(const char *path, rsl_ini_handler handler, void *ctx, struct rsl_error *err);
 
+/* The same for `len` bytes already in memory (need not be NUL-terminated);
+ * `name` stands for the file in messages. Used by rsl_ini_load and the fuzz
+ * target. */
+int rsl_ini_parse_buffer(const char *buf, size_t len, const char *name, rsl_ini_handler handler,
+                         void *ctx, struct rsl_error *err);
+
 /* Split a section name "collector fuel" into kind "collector" and name
  * "fuel" (both written NUL-terminated). A name-less section gives an empty
  * name. RSL_EINVAL if a part does not fit. */

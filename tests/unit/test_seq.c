@@ -1,0 +1,248 @@
+/*
+ * test_seq.c - the agent's sequence counter: starts at 1, persists before a
+ * number is used, never repeats across reopen (including "kill -9", i.e. a
+ * second open while the first was never closed), refuses a damaged file,
+ * and hands out nothing when it cannot persist.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rsl/util.h"
+#include "seq.h"
+
+struct seq_state {
+    char dir[64];
+    char path[128];
+};
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct seq_state *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    snprintf(s->dir, sizeof(s->dir), "/tmp/rsl-test-seq-XXXXXX");
+    if (mkdtemp(s->dir) == NULL)
+        return -1;
+    snprintf(s->path, sizeof(s->path), "%s/sequence", s->dir);
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct seq_state *s = *state;
+    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(s);
+    return 0;
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static uint64_t file_value(const char *path)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint64_t v = 0;
+    assert_int_equal(rsl_file_read_all(path, 64, &buf, &len, NULL), RSL_OK);
+    char *text = rsl_trim((char *)buf);
+    assert_int_equal(rsl_parse_uint64(text, &v), RSL_OK);
+    free(buf);
+    return v;
+}
+
+static void test_fresh_starts_at_one(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *seq = NULL;
+    uint64_t n = 0;
+    assert_int_equal(agent_seq_open(s->path, &seq, NULL), RSL_OK);
+    assert_int_equal(agent_seq_peek(seq), 1);
+    /* Nothing is written until a number is taken. */
+    assert_int_equal(access(s->path, F_OK), -1);
+    assert_int_equal(agent_seq_take(seq, &n, NULL), RSL_OK);
+    assert_int_equal(n, 1);
+    /* The file already holds the next free number. */
+    assert_int_equal(file_value(s->path), 2);
+    assert_int_equal(agent_seq_take(seq, &n, NULL), RSL_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(file_value(s->path), 3);
+    agent_seq_close(&seq);
+    assert_null(seq);
+    agent_seq_close(&seq); /* NULL-safe */
+
+    struct stat st;
+    assert_int_equal(stat(s->path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void test_never_repeats_across_reopen(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *a = NULL;
+    struct agent_seq *b = NULL;
+    uint64_t seen[64];
+    size_t n_seen = 0;
+    uint64_t n = 0;
+
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+        seen[n_seen++] = n;
+    }
+    /* "kill -9": a is never closed, a new process opens the same file. */
+    assert_int_equal(agent_seq_open(s->path, &b, NULL), RSL_OK);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(agent_seq_take(b, &n, NULL), RSL_OK);
+        seen[n_seen++] = n;
+    }
+    agent_seq_close(&b);
+    agent_seq_close(&a);
+    /* Orderly reopen after close. */
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+    seen[n_seen++] = n;
+    agent_seq_close(&a);
+
+    for (size_t i = 0; i < n_seen; i++) {
+        assert_true(seen[i] >= 1);
+        for (size_t j = i + 1; j < n_seen; j++)
+            assert_true(seen[i] != seen[j]);
+    }
+    assert_int_equal(seen[n_seen - 1], 11);
+}
+
+static void test_raise(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *seq = NULL;
+    uint64_t n = 0;
+    assert_int_equal(agent_seq_open(s->path, &seq, NULL), RSL_OK);
+    assert_int_equal(agent_seq_raise(seq, 42, NULL), RSL_OK);
+    assert_int_equal(file_value(s->path), 42);
+    /* Lower values never move it back. */
+    assert_int_equal(agent_seq_raise(seq, 7, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(seq, &n, NULL), RSL_OK);
+    assert_int_equal(n, 42);
+    agent_seq_close(&seq);
+    assert_int_equal(agent_seq_open(s->path, &seq, NULL), RSL_OK);
+    assert_int_equal(agent_seq_peek(seq), 43);
+    agent_seq_close(&seq);
+}
+
+static void test_reads_existing_value(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *seq = NULL;
+    uint64_t n = 0;
+    write_file(s->path, "  17\n", 5);
+    assert_int_equal(agent_seq_open(s->path, &seq, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(seq, &n, NULL), RSL_OK);
+    assert_int_equal(n, 17);
+    agent_seq_close(&seq);
+}
+
+static void test_damaged_file_refused(void **state)
+{
+    struct seq_state *s = *state;
+    static const struct {
+        const char *data;
+        size_t len;
+    } bad[] = {
+        {"", 0},
+        {"\n", 1},
+        {"abc\n", 4},
+        {"0\n", 2},
+        {"-3\n", 3},
+        {"+3\n", 3},
+        {"12x\n", 4},
+        {"1 2\n", 4},
+        {"12\0003\n", 5},
+        {"9223372036854775808\n", 20},   /* INT64_MAX + 1 */
+        {"99999999999999999999999\n", 24},
+        {"1111111111111111111111111111111111111111111111111111111111111111111111\n", 71},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct agent_seq *seq = NULL;
+        struct rsl_error err;
+        rsl_error_clear(&err);
+        write_file(s->path, bad[i].data, bad[i].len);
+        assert_int_equal(agent_seq_open(s->path, &seq, &err), RSL_ECORRUPT);
+        assert_null(seq);
+        assert_non_null(strstr(err.text, s->path));
+    }
+}
+
+static void test_exhausted(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *seq = NULL;
+    struct rsl_error err;
+    uint64_t n = 99;
+    write_file(s->path, "9223372036854775807\n", 20);
+    assert_int_equal(agent_seq_open(s->path, &seq, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(seq, &n, &err), RSL_ETOOBIG);
+    assert_int_equal(n, 0);
+    agent_seq_close(&seq);
+}
+
+/* When the counter cannot be persisted, no number is handed out, and the
+ * number is still the next one once persisting works again. */
+static void test_persist_failure_hands_out_nothing(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *seq = NULL;
+    struct rsl_error err;
+    char sub[128];
+    char path[160];
+    uint64_t n = 99;
+    snprintf(sub, sizeof(sub), "%s/not-yet", s->dir);
+    snprintf(path, sizeof(path), "%s/sequence", sub);
+    assert_int_equal(agent_seq_open(path, &seq, NULL), RSL_OK);
+    rsl_error_clear(&err);
+    assert_int_not_equal(agent_seq_take(seq, &n, &err), RSL_OK);
+    assert_int_equal(n, 0);
+    assert_true(err.text[0] != '\0');
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(agent_seq_take(seq, &n, NULL), RSL_OK);
+    assert_int_equal(n, 1);
+    agent_seq_close(&seq);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fresh_starts_at_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_never_repeats_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raise, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_existing_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_file_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exhausted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persist_failure_hands_out_nothing, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,799 @@
+/*
+ * test_spool.c - the agent's crash-safe spool, and delivery out of it.
+ *
+ * Spool: entries round-trip; listing is ordered and chunked; remove and
+ * reject do what the acks ask (rejected/<seq>.reason beside the entry); a
+ * flipped byte, a truncated file or a bad header is quarantined in corrupt/
+ * while the other entries still read; leftovers in tmp/ and stray names in
+ * pending/ are cleared at open; a sequence is never overwritten.
+ *
+ * Delivery: the real daemon (--once) against a CURVE ROUTER running in a
+ * thread of this test, which plays the aggregator with a script: no answer
+ * (resend after resend_timeout), RETRY_LATER, REJECTED, DUPLICATE, plus
+ * acks for other agents, unknown sequences and garbage that must be
+ * ignored. Afterwards the spool must hold exactly what the acks imply, and
+ * every frame the server saw must carry a valid signature.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "report.h"
+#include "rsl/codec.h"
+#include "rsl/keys.h"
+#include "rsl/log.h"
+#include "rsl/sign.h"
+#include "rsl/util.h"
+#include "seq.h"
+#include "spool.h"
+
+struct spool_state {
+    char dir[64];
+};
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct spool_state *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    snprintf(s->dir, sizeof(s->dir), "/tmp/rsl-test-spool-XXXXXX");
+    if (mkdtemp(s->dir) == NULL)
+        return -1;
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct spool_state *s = *state;
+    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(s);
+    return 0;
+}
+
+static void entry_path(const char *spool, const char *sub, uint64_t seq, const char *suffix,
+                       char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s/%020" PRIu64 "%s", spool, sub, seq, suffix);
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static size_t count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *de;
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static void payload_for(uint64_t seq, uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(seq * 31 + i * 7);
+}
+
+/* ---- spool ----------------------------------------------------------------- */
+
+static void test_append_read_remove(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    uint8_t payload[300];
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char path[AGENT_PATH_MAX + 64];
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 0);
+    assert_int_equal(agent_spool_max_sequence(sp), 0);
+    for (uint64_t seq = 1; seq <= 3; seq++) {
+        payload_for(seq, payload, sizeof(payload));
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    }
+    assert_int_equal(agent_spool_count(sp), 3);
+    assert_int_equal(agent_spool_max_sequence(sp), 3);
+    entry_path(s->dir, "pending", 2, ".rpt", path, sizeof(path));
+    assert_true(exists(path));
+    assert_int_equal(count_files(s->dir), 4); /* pending rejected corrupt tmp */
+    char tmp[128];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", s->dir);
+    assert_int_equal(count_files(tmp), 0);
+
+    payload_for(2, payload, sizeof(payload));
+    assert_int_equal(agent_spool_read(sp, 2, 1 << 20, &data, &len, NULL), RSL_OK);
+    assert_int_equal(len, sizeof(payload));
+    assert_memory_equal(data, payload, len);
+    free(data);
+
+    /* A sequence is never overwritten. */
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    assert_int_equal(agent_spool_append(sp, 2, payload, 10, &err), RSL_EEXIST);
+    assert_int_equal(agent_spool_count(sp), 3);
+    assert_int_equal(count_files(tmp), 0);
+
+    /* Ack: gone for good. */
+    assert_int_equal(agent_spool_remove(sp, 2, NULL), RSL_OK);
+    assert_false(exists(path));
+    assert_int_equal(agent_spool_count(sp), 2);
+    assert_int_equal(agent_spool_read(sp, 2, 1 << 20, &data, &len, NULL), RSL_ENOENT);
+    assert_null(data);
+    assert_int_equal(agent_spool_remove(sp, 2, NULL), RSL_ENOENT);
+    agent_spool_close(&sp);
+    assert_null(sp);
+
+    /* Survives reopen. */
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 2);
+    assert_int_equal(agent_spool_max_sequence(sp), 3);
+    payload_for(3, payload, sizeof(payload));
+    assert_int_equal(agent_spool_read(sp, 3, 1 << 20, &data, &len, NULL), RSL_OK);
+    assert_memory_equal(data, payload, sizeof(payload));
+    free(data);
+    /* Larger than the caller's cap: reported, left in place. */
+    assert_int_equal(agent_spool_read(sp, 3, 100, &data, &len, NULL), RSL_ETOOBIG);
+    assert_null(data);
+    entry_path(s->dir, "pending", 3, ".rpt", path, sizeof(path));
+    assert_true(exists(path));
+    /* Out-of-range sequences are refused. */
+    assert_int_equal(agent_spool_append(sp, 0, payload, 1, NULL), RSL_EINVAL);
+    assert_int_equal(agent_spool_append(sp, (uint64_t)INT64_MAX + 1, payload, 1, NULL),
+                     RSL_EINVAL);
+    agent_spool_close(&sp);
+}
+
+static void test_reject(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    uint8_t payload[40] = {1, 2, 3};
+    char path[AGENT_PATH_MAX + 64];
+    uint8_t *text = NULL;
+    size_t len = 0;
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_append(sp, 7, payload, sizeof(payload), NULL), RSL_OK);
+    assert_int_equal(agent_spool_reject(sp, 7, "signature does not verify", NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 0);
+    entry_path(s->dir, "pending", 7, ".rpt", path, sizeof(path));
+    assert_false(exists(path));
+    entry_path(s->dir, "rejected", 7, ".rpt", path, sizeof(path));
+    assert_true(exists(path));
+    entry_path(s->dir, "rejected", 7, ".reason", path, sizeof(path));
+    assert_int_equal(rsl_file_read_all(path, 4096, &text, &len, NULL), RSL_OK);
+    assert_string_equal((char *)text, "signature does not verify\n");
+    free(text);
+    assert_int_equal(agent_spool_reject(sp, 8, "x", NULL), RSL_ENOENT);
+    agent_spool_close(&sp);
+
+    /* Rejected sequences still count for "highest ever seen". */
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 0);
+    assert_int_equal(agent_spool_max_sequence(sp), 7);
+    agent_spool_close(&sp);
+}
+
+static void flip_byte(const char *path, long offset)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, offset), 1);
+    b ^= 0x01;
+    assert_int_equal(pwrite(fd, &b, 1, offset), 1);
+    close(fd);
+}
+
+static void test_corrupt_entries_quarantined(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    uint8_t payload[200];
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char path[AGENT_PATH_MAX + 64];
+    char corrupt[128];
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    for (uint64_t seq = 1; seq <= 5; seq++) {
+        payload_for(seq, payload, sizeof(payload));
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    }
+    agent_spool_close(&sp);
+
+    /* 2: one flipped payload bit. 3: one flipped bit in the length field.
+     * 4: truncated. 5: header magic damaged. */
+    entry_path(s->dir, "pending", 2, ".rpt", path, sizeof(path));
+    flip_byte(path, AGENT_SPOOL_HEADER_BYTES + 100);
+    entry_path(s->dir, "pending", 3, ".rpt", path, sizeof(path));
+    flip_byte(path, 31);
+    entry_path(s->dir, "pending", 4, ".rpt", path, sizeof(path));
+    assert_int_equal(truncate(path, AGENT_SPOOL_HEADER_BYTES + 10), 0);
+    entry_path(s->dir, "pending", 5, ".rpt", path, sizeof(path));
+    flip_byte(path, 0);
+
+    /* Opening does not block on them. */
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 5);
+    for (uint64_t seq = 2; seq <= 5; seq++) {
+        struct rsl_error err;
+        rsl_error_clear(&err);
+        assert_int_equal(agent_spool_read(sp, seq, 1 << 20, &data, &len, &err), RSL_ECORRUPT);
+        assert_null(data);
+        assert_non_null(strstr(err.text, "corrupt/"));
+        entry_path(s->dir, "pending", seq, ".rpt", path, sizeof(path));
+        assert_false(exists(path));
+        entry_path(s->dir, "corrupt", seq, ".rpt", path, sizeof(path));
+        assert_true(exists(path));
+    }
+    /* The good one still reads. */
+    payload_for(1, payload, sizeof(payload));
+    assert_int_equal(agent_spool_read(sp, 1, 1 << 20, &data, &len, NULL), RSL_OK);
+    assert_memory_equal(data, payload, sizeof(payload));
+    free(data);
+    assert_int_equal(agent_spool_count(sp), 1);
+    snprintf(corrupt, sizeof(corrupt), "%s/corrupt", s->dir);
+    assert_int_equal(count_files(corrupt), 4);
+    agent_spool_close(&sp);
+
+    /* A header with a valid checksum but another sequence (a renamed file)
+     * is corrupt too. */
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    char from[256];
+    entry_path(s->dir, "pending", 1, ".rpt", from, sizeof(from));
+    entry_path(s->dir, "pending", 9, ".rpt", path, sizeof(path));
+    assert_int_equal(rename(from, path), 0);
+    assert_int_equal(agent_spool_read(sp, 9, 1 << 20, &data, &len, NULL), RSL_ECORRUPT);
+    agent_spool_close(&sp);
+}
+
+static void test_open_cleans_tmp_and_strays(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    char path[AGENT_PATH_MAX + 64];
+    uint8_t payload[16] = {0};
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_append(sp, 1, payload, sizeof(payload), NULL), RSL_OK);
+    agent_spool_close(&sp);
+
+    /* A write that crashed before its rename, and names that are not entries. */
+    entry_path(s->dir, "tmp", 2, ".rpt", path, sizeof(path));
+    write_file(path, "half", 4);
+    snprintf(path, sizeof(path), "%s/tmp/junk", s->dir);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof(path), "%s/pending/notes.txt", s->dir);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof(path), "%s/pending/00000000000000000003.rpt.tmp", s->dir);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof(path), "%s/pending/00000000000000000000.rpt", s->dir);
+    write_file(path, "x", 1);
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    snprintf(path, sizeof(path), "%s/tmp", s->dir);
+    assert_int_equal(count_files(path), 0);
+    snprintf(path, sizeof(path), "%s/pending", s->dir);
+    assert_int_equal(count_files(path), 1);
+    snprintf(path, sizeof(path), "%s/corrupt", s->dir);
+    assert_int_equal(count_files(path), 3);
+    assert_int_equal(agent_spool_count(sp), 1);
+    /* The unfinished write never existed: its sequence is not "seen". */
+    assert_int_equal(agent_spool_max_sequence(sp), 1);
+    agent_spool_close(&sp);
+}
+
+static void test_list_chunks_in_order(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    uint8_t payload[8] = {0};
+    uint64_t out[7];
+    size_t n = 0;
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    /* 100 entries written in a scrambled order (37 is coprime to 100). */
+    for (uint64_t i = 0; i < 100; i++) {
+        uint64_t seq = (i * 37) % 100 + 1000;
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    }
+    uint64_t after = 0;
+    uint64_t expect = 1000;
+    size_t chunks = 0;
+    for (;;) {
+        assert_int_equal(agent_spool_list(sp, after, out, 7, &n, NULL), RSL_OK);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(out[i], expect++);
+        chunks++;
+        if (n < 7)
+            break;
+        after = out[n - 1];
+    }
+    assert_int_equal(expect, 1100);
+    assert_int_equal(chunks, 15); /* 14 full chunks of 7 and one of 2 */
+    assert_int_equal(agent_spool_list(sp, 1099, out, 7, &n, NULL), RSL_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(agent_spool_list(sp, 0, out, 0, &n, NULL), RSL_OK);
+    assert_int_equal(n, 0);
+    agent_spool_close(&sp);
+}
+
+/* ---- delivery: the daemon against a scripted aggregator ------------------------ */
+
+enum script {
+    SCRIPT_MIXED,     /* seq 1: silent first; 2: REJECTED; 3: RETRY_LATER first */
+    SCRIPT_ACCEPT,    /* ACCEPTED for everything (DUPLICATE for repeats) */
+    SCRIPT_DUPLICATE, /* DUPLICATE for everything */
+    SCRIPT_SILENT,    /* never answer */
+};
+
+#define MAX_SEQ 64
+
+struct fake_aggregator {
+    enum script script;
+    char endpoint[128];
+    char public_key[41];
+    char secret_key[41];
+    uint8_t agent_sign_key[RSL_ED25519_PUBLIC_BYTES];
+    char agent_id[RSL_AGENT_ID_MAX + 1];
+    sem_t ready;
+    atomic_int stop;
+    pthread_t thread;
+    /* Written by the thread, read after join. */
+    unsigned received[MAX_SEQ];
+    unsigned bad_signatures;
+    atomic_uint frames;
+    char marking[RSL_MARKING_MAX + 1];
+    char source[64];
+};
+
+static void send_ack(void *router, zmq_msg_t *identity, const char *agent_id, uint64_t seq,
+                     int status, const char *detail)
+{
+    rsl_ack ack = RESILIENCE__V1__ACK__INIT;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ack.agent_id = (char *)agent_id;
+    ack.sequence = seq;
+    ack.status = (Resilience__V1__Ack__Status)status;
+    ack.detail = (char *)detail;
+    if (rsl_ack_encode(&ack, &buf, &len) != RSL_OK)
+        return;
+    zmq_send(router, zmq_msg_data(identity), zmq_msg_size(identity), ZMQ_SNDMORE);
+    zmq_send(router, buf, len, 0);
+    free(buf);
+}
+
+static void *aggregator_thread(void *arg)
+{
+    struct fake_aggregator *fa = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int one = 1;
+    int zero = 0;
+    size_t eplen = sizeof(fa->endpoint);
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof(zero));
+    zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof(one));
+    zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, fa->secret_key, 41);
+    zmq_bind(router, "tcp://127.0.0.1:*");
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, fa->endpoint, &eplen);
+    sem_post(&fa->ready);
+
+    while (!atomic_load(&fa->stop)) {
+        zmq_pollitem_t item = {router, -1, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 20) <= 0)
+            continue;
+        zmq_msg_t identity, body;
+        zmq_msg_init(&identity);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&identity, router, 0) < 0 || zmq_msg_recv(&body, router, 0) < 0) {
+            zmq_msg_close(&identity);
+            zmq_msg_close(&body);
+            continue;
+        }
+        fa->frames++;
+        rsl_signed_report *sr = NULL;
+        rsl_report *report = NULL;
+        if (rsl_signed_report_decode(zmq_msg_data(&body), zmq_msg_size(&body), 1 << 20, &sr,
+                                     NULL) == RSL_OK &&
+            rsl_report_decode(sr->report.data, sr->report.len, &report, NULL) == RSL_OK) {
+            if (rsl_verify_report(fa->agent_sign_key, sr->report.data, sr->report.len,
+                                  sr->signature.data, sr->signature.len) != RSL_OK)
+                fa->bad_signatures++;
+            snprintf(fa->marking, sizeof(fa->marking), "%s", report->marking);
+            if (report->n_measurements > 0)
+                snprintf(fa->source, sizeof(fa->source), "%s", report->measurements[0]->source);
+            uint64_t seq = report->sequence;
+            unsigned attempt = seq < MAX_SEQ ? ++fa->received[seq] : 1;
+            /* Noise the agent must ignore, before the real answer. */
+            send_ack(router, &identity, "SOMEONE-ELSE", seq, 0, "");
+            send_ack(router, &identity, fa->agent_id, seq + 1000, 0, "");
+            zmq_send(router, zmq_msg_data(&identity), zmq_msg_size(&identity), ZMQ_SNDMORE);
+            zmq_send(router, "\xff\xff\xff", 3, 0);
+
+            switch (fa->script) {
+            case SCRIPT_MIXED:
+                if (seq == 1 && attempt == 1)
+                    break; /* no answer: the agent must resend */
+                if (seq == 2)
+                    send_ack(router, &identity, fa->agent_id, seq, 2, "nation is not DEU");
+                else if (seq == 3 && attempt == 1)
+                    send_ack(router, &identity, fa->agent_id, seq, 3, "store busy");
+                else
+                    send_ack(router, &identity, fa->agent_id, seq, attempt > 1 ? 1 : 0, "");
+                break;
+            case SCRIPT_ACCEPT:
+                send_ack(router, &identity, fa->agent_id, seq, attempt > 1 ? 1 : 0, "");
+                break;
+            case SCRIPT_DUPLICATE:
+                send_ack(router, &identity, fa->agent_id, seq, 1, "");
+                break;
+            case SCRIPT_SILENT:
+                break;
+            }
+        }
+        rsl_report_free(&report);
+        rsl_signed_report_free(&sr);
+        zmq_msg_close(&identity);
+        zmq_msg_close(&body);
+    }
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+    return NULL;
+}
+
+static void aggregator_start(struct fake_aggregator *fa, enum script script, const char *keys_dir,
+                             const char *agent_id)
+{
+    char path[AGENT_PATH_MAX + 64];
+    memset(fa, 0, sizeof(*fa));
+    fa->script = script;
+    snprintf(fa->agent_id, sizeof(fa->agent_id), "%s", agent_id);
+    assert_int_equal(zmq_curve_keypair(fa->public_key, fa->secret_key), 0);
+    snprintf(path, sizeof(path), "%s/sign.pub", keys_dir);
+    assert_int_equal(rsl_public_key_load_pem(path, fa->agent_sign_key, NULL), RSL_OK);
+    assert_int_equal(sem_init(&fa->ready, 0, 0), 0);
+    assert_int_equal(pthread_create(&fa->thread, NULL, aggregator_thread, fa), 0);
+    while (sem_wait(&fa->ready) != 0)
+        ;
+}
+
+static void aggregator_stop(struct fake_aggregator *fa)
+{
+    atomic_store(&fa->stop, 1);
+    pthread_join(fa->thread, NULL);
+    sem_destroy(&fa->ready);
+}
+
+/* agent.conf in s->dir with `n_static` static collectors and the given
+ * extra [agent] lines; keys in s->dir/keys. Returns the loaded config. */
+static struct agent_config *write_agent_config(const struct spool_state *s,
+                                               const struct fake_aggregator *fa, int n_static,
+                                               const char *extra)
+{
+    char path[AGENT_PATH_MAX + 64];
+    char text[4096];
+    int off;
+    struct agent_config *cfg = NULL;
+    struct rsl_error err;
+
+    off = snprintf(text, sizeof(text),
+                   "[agent]\nid = DEU-TEST-01\nnation = DEU\norganisation = Test Ministry\n"
+                   "keys = keys\nspool = spool\nresend_timeout = 200ms\nmarking = TEST MARK\n%s\n"
+                   "[aggregator]\nendpoints = %s\nserver_key = %s\n",
+                   extra, fa->endpoint, fa->public_key);
+    for (int i = 1; i <= n_static; i++)
+        off += snprintf(text + off, sizeof(text) - (size_t)off,
+                        "[collector c%d]\ntype = static\nindicator = test.value_%d\nvalue = %d\n"
+                        "unit = pct\n",
+                        i, i, i * 10);
+    snprintf(path, sizeof(path), "%s/agent.conf", s->dir);
+    write_file(path, text, strlen(text));
+    rsl_error_clear(&err);
+    if (agent_config_load(path, &cfg, &err) != RSL_OK)
+        fail_msg("config: %s", err.text);
+    return cfg;
+}
+
+static int run_daemon(const struct agent_config *cfg, bool once, int64_t once_timeout_ms)
+{
+    struct agent_keys *keys = NULL;
+    struct agent_daemon *d = NULL;
+    struct rsl_error err;
+    struct agent_run_options opts = {.once = once, .once_timeout_ms = once_timeout_ms};
+    rsl_error_clear(&err);
+    if (agent_keys_load(cfg, &keys, &err) != RSL_OK)
+        fail_msg("keys: %s", err.text);
+    if (agent_daemon_new(cfg, keys, &opts, &d, &err) != RSL_OK)
+        fail_msg("daemon: %s", err.text);
+    int code = agent_daemon_run(d);
+    agent_daemon_free(&d);
+    agent_keys_free(&keys);
+    return code;
+}
+
+static void make_keys(const struct spool_state *s, char *keys_dir, size_t len)
+{
+    snprintf(keys_dir, len, "%s/keys", s->dir);
+    assert_int_equal(rsl_keys_generate(keys_dir, NULL), RSL_OK);
+}
+
+static void test_delivery_resend_retry_reject(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+    uint8_t *text = NULL;
+    size_t len = 0;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_MIXED, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 3, "");
+    int code = run_daemon(cfg, true, 60000);
+    aggregator_stop(&fa);
+
+    assert_int_equal(code, 0);
+    /* 1 was resent after its silent first try, 3 after RETRY_LATER; 2 was
+     * rejected once and never sent again. */
+    assert_true(fa.received[1] >= 2);
+    assert_int_equal(fa.received[2], 1);
+    assert_true(fa.received[3] >= 2);
+    assert_int_equal(fa.received[4], 0);
+    assert_int_equal(fa.bad_signatures, 0);
+    assert_string_equal(fa.marking, "TEST MARK");
+
+    snprintf(path, sizeof(path), "%s/spool/pending", s->dir);
+    assert_int_equal(count_files(path), 0);
+    entry_path(cfg->spool_dir, "rejected", 2, ".rpt", path, sizeof(path));
+    assert_true(exists(path));
+    entry_path(cfg->spool_dir, "rejected", 2, ".reason", path, sizeof(path));
+    assert_int_equal(rsl_file_read_all(path, 4096, &text, &len, NULL), RSL_OK);
+    assert_string_equal((char *)text, "nation is not DEU\n");
+    free(text);
+    /* The counter says 4: three numbers used, none reused. */
+    snprintf(path, sizeof(path), "%s/spool/sequence", s->dir);
+    assert_int_equal(rsl_file_read_all(path, 64, &text, &len, NULL), RSL_OK);
+    assert_string_equal((char *)text, "4\n");
+    free(text);
+    agent_config_free(&cfg);
+}
+
+/* Entries left by an earlier run go out first; a counter that fell behind
+ * the spool is moved past it. */
+static void test_delivery_backlog_and_counter(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+    struct agent_keys *keys = NULL;
+    struct agent_spool *sp = NULL;
+    uint8_t *frame = NULL;
+    size_t len = 0;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 1, "");
+
+    /* Backlog: reports 5 and 6, and a counter file that says 3. */
+    assert_int_equal(agent_keys_load(cfg, &keys, NULL), RSL_OK);
+    assert_int_equal(agent_spool_open(cfg->spool_dir, &sp, NULL), RSL_OK);
+    struct rsl_sample sample;
+    memset(&sample, 0, sizeof(sample));
+    snprintf(sample.indicator, sizeof(sample.indicator), "test.backlog");
+    sample.value = 1.5;
+    for (uint64_t seq = 5; seq <= 6; seq++) {
+        assert_int_equal(agent_report_build(cfg, &cfg->collectors[0], keys->signer, seq,
+                                            rsl_now_ms(), rsl_now_ms(), &sample, 1, &frame, &len,
+                                            NULL),
+                         RSL_OK);
+        assert_int_equal(agent_spool_append(sp, seq, frame, len, NULL), RSL_OK);
+        free(frame);
+    }
+    agent_spool_close(&sp);
+    agent_keys_free(&keys);
+    snprintf(path, sizeof(path), "%s/sequence", cfg->spool_dir);
+    write_file(path, "3\n", 2);
+
+    int code = run_daemon(cfg, true, 60000);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0);
+    assert_int_equal(fa.received[5], 1);
+    assert_int_equal(fa.received[6], 1);
+    assert_int_equal(fa.received[7], 1); /* the new report: above the backlog */
+    for (int i = 1; i <= 4; i++)
+        assert_int_equal(fa.received[i], 0);
+    assert_string_equal(fa.source, "c1");
+    assert_int_equal(fa.bad_signatures, 0);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+    agent_config_free(&cfg);
+}
+
+static void test_delivery_duplicate_drops(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_DUPLICATE, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 2, "");
+    int code = run_daemon(cfg, true, 60000);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0);
+    assert_int_equal(fa.received[1], 1);
+    assert_int_equal(fa.received[2], 1);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+    agent_config_free(&cfg);
+}
+
+/* No acks: --once gives up with exit 1 and the spool keeps everything. */
+static void test_delivery_unacked_kept(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_SILENT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 2, "");
+    int code = run_daemon(cfg, true, 1500);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 1);
+    assert_true(fa.received[1] >= 1);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 2);
+    agent_config_free(&cfg);
+}
+
+/* An oversized report is never spooled (the aggregator would disconnect
+ * us for it, forever): the run is dropped and nothing is pending. */
+static void test_oversized_report_not_spooled(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+    char conf[4096];
+    struct agent_config *cfg = NULL;
+    struct rsl_error err;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    /* 600 lines of output make a report far above 1024 bytes. */
+    snprintf(conf, sizeof(conf),
+             "[agent]\nid = DEU-TEST-01\nnation = DEU\norganisation = T\nkeys = keys\n"
+             "spool = spool\nmax_message_bytes = 1024\n"
+             "[aggregator]\nendpoints = %s\nserver_key = %s\n"
+             "[collector big]\ntype = exec\n"
+             "command = i=0; while [ $i -lt 600 ]; do echo test.v_$i $i; i=$((i+1)); done\n",
+             fa.endpoint, fa.public_key);
+    snprintf(path, sizeof(path), "%s/agent.conf", s->dir);
+    write_file(path, conf, strlen(conf));
+    rsl_error_clear(&err);
+    if (agent_config_load(path, &cfg, &err) != RSL_OK)
+        fail_msg("config: %s", err.text);
+    int code = run_daemon(cfg, true, 10000);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0); /* nothing pending */
+    assert_int_equal(fa.frames, 0);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+    agent_config_free(&cfg);
+}
+
+/* SIGTERM: the daemon stops and exits 0; unacked reports stay. */
+static void *send_sigterm_later(void *arg)
+{
+    struct fake_aggregator *fa = arg;
+    /* Wait until the agent has sent something, then signal the process. */
+    for (int i = 0; i < 1000 && fa->frames == 0; i++)
+        usleep(10000);
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+static void test_sigterm_stops_cleanly(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+    pthread_t killer;
+    sigset_t set, old;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_SILENT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 1, "");
+    /* The helper thread must not take the signal itself. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    assert_int_equal(pthread_create(&killer, NULL, send_sigterm_later, &fa), 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int code = run_daemon(cfg, false, 0);
+    pthread_join(killer, NULL);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 1);
+    agent_config_free(&cfg);
+}
+
+int main(void)
+{
+    rsl_log_init("test_spool", RSL_LOG_DEBUG);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append_read_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reject, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_entries_quarantined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_cleans_tmp_and_strays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_chunks_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_resend_retry_reject, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_backlog_and_counter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_duplicate_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_unacked_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_report_not_spooled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_stops_cleanly, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,718 @@
+/*
+ * test_store.c - the SQLite store (aggregator/store.h) on real files in a
+ * fresh mkdtemp folder: append, duplicate, equivocation, the incrementally
+ * kept current table versus history queries at past times, rollback,
+ * read-only handles, persistence and refusal of corrupt files.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rsl/codec.h"
+#include "rsl/util.h"
+#include "../../aggregator/store.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct agg_store *store;
+};
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/rsl-test-store-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/aggregator.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    agg_store_close(&f->store);
+    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- building reports --------------------------------------------------- */
+
+#define MAX_TEST_MEASUREMENTS 4
+
+struct test_measurement {
+    const char *indicator;
+    double value;
+    const char *unit;
+    int64_t observed_at_ms;
+    bool excluded;
+};
+
+/* A report and its encoded bytes, owning everything. */
+struct test_report {
+    rsl_report report;
+    rsl_measurement m[MAX_TEST_MEASUREMENTS];
+    rsl_measurement *mp[MAX_TEST_MEASUREMENTS];
+    bool excluded[MAX_TEST_MEASUREMENTS];
+    char agent_id[RSL_AGENT_ID_MAX + 1];
+    char nation[4];
+    uint8_t *bytes;
+    size_t len;
+    uint8_t signed_bytes[64];
+};
+
+static void report_build(struct test_report *t, const char *agent_id, const char *nation,
+                         uint64_t sequence, const struct test_measurement *ms, size_t n)
+{
+    assert_true(n <= MAX_TEST_MEASUREMENTS);
+    memset(t, 0, sizeof(*t));
+    resilience__v1__report__init(&t->report);
+    snprintf(t->agent_id, sizeof(t->agent_id), "%s", agent_id);
+    snprintf(t->nation, sizeof(t->nation), "%s", nation);
+    t->report.agent_id = t->agent_id;
+    t->report.nation = t->nation;
+    t->report.organisation = (char *)"Test Ministry";
+    t->report.sequence = sequence;
+    t->report.created_at_ms = 1000;
+    t->report.marking = (char *)"NATO UNCLASSIFIED";
+    for (size_t i = 0; i < n; i++) {
+        resilience__v1__measurement__init(&t->m[i]);
+        t->m[i].indicator = (char *)ms[i].indicator;
+        t->m[i].value = ms[i].value;
+        t->m[i].unit = (char *)(ms[i].unit != NULL ? ms[i].unit : "");
+        t->m[i].observed_at_ms = ms[i].observed_at_ms;
+        t->m[i].source = (char *)"test";
+        t->mp[i] = &t->m[i];
+        t->excluded[i] = ms[i].excluded;
+    }
+    t->report.n_measurements = n;
+    t->report.measurements = t->mp;
+    assert_int_equal(rsl_report_encode(&t->report, &t->bytes, &t->len), RSL_OK);
+    /* The store keeps the signed frame opaque; any bytes do here. */
+    memset(t->signed_bytes, (int)(sequence & 0xff), sizeof(t->signed_bytes));
+}
+
+static void report_free(struct test_report *t)
+{
+    free(t->bytes);
+    t->bytes = NULL;
+}
+
+static int append(struct agg_store *st, struct test_report *t, int64_t received_at_ms,
+                  enum agg_append_result *result)
+{
+    struct rsl_error err;
+    struct agg_report_in in = {
+        .agent_id = t->report.agent_id,
+        .nation = t->report.nation,
+        .sequence = t->report.sequence,
+        .created_at_ms = t->report.created_at_ms,
+        .received_at_ms = received_at_ms,
+        .key_id = "00112233445566778899aabbccddeeff",
+        .signed_bytes = t->signed_bytes,
+        .signed_len = sizeof(t->signed_bytes),
+        .report_bytes = t->bytes,
+        .report_len = t->len,
+        .report = &t->report,
+        .excluded = t->excluded,
+    };
+    rsl_error_clear(&err);
+    int rc = agg_store_append(st, &in, result, &err);
+    if (rc != RSL_OK)
+        print_error("append: %s\n", err.text);
+    return rc;
+}
+
+/* Append one report in its own transaction and expect `expected`. */
+static void append_one(struct agg_store *st, const char *agent, const char *nation,
+                       uint64_t seq, const struct test_measurement *ms, size_t n,
+                       int64_t received_at_ms, enum agg_append_result expected)
+{
+    struct test_report t;
+    enum agg_append_result result;
+    report_build(&t, agent, nation, seq, ms, n);
+    assert_int_equal(agg_store_begin(st, NULL), RSL_OK);
+    assert_int_equal(append(st, &t, received_at_ms, &result), RSL_OK);
+    assert_int_equal(agg_store_commit(st, NULL), RSL_OK);
+    assert_int_equal(result, expected);
+    report_free(&t);
+}
+
+/* ---- collecting agg_store_latest --------------------------------------- */
+
+#define MAX_ROWS 16
+
+struct row {
+    char nation[4];
+    char indicator[RSL_INDICATOR_ID_MAX + 1];
+    char unit[RSL_UNIT_MAX + 1];
+    char agent_id[RSL_AGENT_ID_MAX + 1];
+    double value;
+    int64_t observed_at_ms;
+    int64_t received_at_ms;
+};
+
+struct rows {
+    struct row r[MAX_ROWS];
+    size_t n;
+};
+
+static int collect(void *ctx, const struct agg_value *v)
+{
+    struct rows *rows = ctx;
+    if (rows->n >= MAX_ROWS)
+        return -1;
+    struct row *r = &rows->r[rows->n++];
+    snprintf(r->nation, sizeof(r->nation), "%s", v->nation);
+    snprintf(r->indicator, sizeof(r->indicator), "%s", v->indicator);
+    snprintf(r->unit, sizeof(r->unit), "%s", v->unit);
+    snprintf(r->agent_id, sizeof(r->agent_id), "%s", v->agent_id);
+    r->value = v->value;
+    r->observed_at_ms = v->observed_at_ms;
+    r->received_at_ms = v->received_at_ms;
+    return 0;
+}
+
+static void latest(struct agg_store *st, int64_t at_ms, struct rows *rows)
+{
+    struct rsl_error err;
+    memset(rows, 0, sizeof(*rows));
+    rsl_error_clear(&err);
+    int rc = agg_store_latest(st, at_ms, collect, rows, &err);
+    if (rc != RSL_OK)
+        print_error("latest: %s\n", err.text);
+    assert_int_equal(rc, RSL_OK);
+}
+
+static const struct row *find_row(const struct rows *rows, const char *nation,
+                                  const char *indicator)
+{
+    for (size_t i = 0; i < rows->n; i++)
+        if (strcmp(rows->r[i].nation, nation) == 0 && strcmp(rows->r[i].indicator, indicator) == 0)
+            return &rows->r[i];
+    return NULL;
+}
+
+static void open_store(struct fixture *f)
+{
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    int rc = agg_store_open(f->path, false, &f->store, &err);
+    if (rc != RSL_OK)
+        print_error("open: %s\n", err.text);
+    assert_int_equal(rc, RSL_OK);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_append_and_lookup(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {
+        {"energy.oil_stock_days", 90.0, "days", 5000, false},
+        {"comms.public_warning_reach_pct", 97.5, "", 5000, false},
+    };
+    struct test_report t;
+    enum agg_append_result result;
+    report_build(&t, "DEU-BMI-01", "DEU", 1, ms, 2);
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_OK);
+    assert_int_equal(result, AGG_APPEND_INSERTED);
+    assert_int_equal(agg_store_commit(f->store, NULL), RSL_OK);
+
+    bool found = false;
+    uint8_t digest[32];
+    uint8_t expected[32];
+    rsl_sha256(t.bytes, t.len, expected);
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 1, &found, digest, NULL), RSL_OK);
+    assert_true(found);
+    assert_memory_equal(digest, expected, 32);
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 2, &found, digest, NULL), RSL_OK);
+    assert_false(found);
+    assert_int_equal(agg_store_lookup(f->store, "FRA-X-01", 1, &found, digest, NULL), RSL_OK);
+    assert_false(found);
+
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 1);
+    assert_int_equal(stats.measurements, 2);
+
+    struct rows rows;
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 2);
+    const struct row *r = find_row(&rows, "DEU", "energy.oil_stock_days");
+    assert_non_null(r);
+    assert_true(r->value == 90.0);
+    assert_string_equal(r->unit, "days");
+    assert_string_equal(r->agent_id, "DEU-BMI-01");
+    assert_int_equal(r->observed_at_ms, 5000);
+    assert_int_equal(r->received_at_ms, 6000);
+    report_free(&t);
+}
+
+static void test_duplicate_and_conflict(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement a[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
+    const struct test_measurement b[] = {{"energy.oil_stock_days", 10.0, "days", 5000, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 7, a, 1, 6000, AGG_APPEND_INSERTED);
+    /* Same bytes again (a resend after a lost ack): duplicate, not stored. */
+    append_one(f->store, "DEU-BMI-01", "DEU", 7, a, 1, 7000, AGG_APPEND_DUPLICATE);
+    /* Same sequence, different content: equivocation. */
+    append_one(f->store, "DEU-BMI-01", "DEU", 7, b, 1, 8000, AGG_APPEND_CONFLICT);
+    /* The same sequence of another agent is unrelated. */
+    append_one(f->store, "DEU-BMI-02", "DEU", 7, b, 1, 8000, AGG_APPEND_INSERTED);
+
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 2);
+    assert_int_equal(stats.measurements, 2);
+
+    /* Neither the duplicate nor the conflict touched current: the value is
+     * from DEU-BMI-02 (same observed time, received later). */
+    struct rows rows;
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 1);
+    assert_true(rows.r[0].value == 10.0);
+    assert_string_equal(rows.r[0].agent_id, "DEU-BMI-02");
+
+    /* Within one batch, a repeat of a report appended earlier in the same
+     * transaction is recognised too. */
+    struct test_report t;
+    enum agg_append_result r1;
+    enum agg_append_result r2;
+    report_build(&t, "FRA-MI-01", "FRA", 1, a, 1);
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 9000, &r1), RSL_OK);
+    assert_int_equal(append(f->store, &t, 9000, &r2), RSL_OK);
+    assert_int_equal(agg_store_commit(f->store, NULL), RSL_OK);
+    assert_int_equal(r1, AGG_APPEND_INSERTED);
+    assert_int_equal(r2, AGG_APPEND_DUPLICATE);
+    report_free(&t);
+}
+
+static void test_current_out_of_order_and_history(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const char *ind = "energy.oil_stock_days";
+    /* seq 1: observed at 2000. */
+    const struct test_measurement m1[] = {{ind, 1.0, "days", 2000, false}};
+    /* seq 2 arrives later but was observed earlier (backfill): must not
+     * replace the current value. */
+    const struct test_measurement m2[] = {{ind, 2.0, "days", 1000, false}};
+    /* seq 3: same observed time as seq 1, received later: wins the tie. */
+    const struct test_measurement m3[] = {{ind, 3.0, "days", 2000, false}};
+    /* seq 4: newest observation but excluded (e.g. wrong unit): stored in
+     * history, never current. Plus a second indicator. */
+    const struct test_measurement m4[] = {
+        {ind, 9.0, "litres", 9000, true},
+        {"comms.public_warning_reach_pct", 50.0, "pct", 1500, false},
+    };
+    /* Another nation, to see that pairs are independent. */
+    const struct test_measurement m5[] = {{ind, 40.0, "days", 500, false}};
+
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, m1, 1, 10000, AGG_APPEND_INSERTED);
+    append_one(f->store, "DEU-BMI-01", "DEU", 2, m2, 1, 11000, AGG_APPEND_INSERTED);
+
+    struct rows rows;
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 1);
+    assert_true(rows.r[0].value == 1.0);
+
+    append_one(f->store, "DEU-BMI-02", "DEU", 1, m3, 1, 12000, AGG_APPEND_INSERTED);
+    append_one(f->store, "DEU-BMI-01", "DEU", 3, m4, 2, 13000, AGG_APPEND_INSERTED);
+    append_one(f->store, "FRA-MI-01", "FRA", 1, m5, 1, 14000, AGG_APPEND_INSERTED);
+
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 3);
+    const struct row *r = find_row(&rows, "DEU", ind);
+    assert_non_null(r);
+    assert_true(r->value == 3.0);
+    assert_string_equal(r->agent_id, "DEU-BMI-02");
+    assert_int_equal(r->observed_at_ms, 2000);
+    assert_int_equal(r->received_at_ms, 12000);
+    r = find_row(&rows, "DEU", "comms.public_warning_reach_pct");
+    assert_non_null(r);
+    assert_true(r->value == 50.0);
+    r = find_row(&rows, "FRA", ind);
+    assert_non_null(r);
+    assert_true(r->value == 40.0);
+    /* Ordered by nation, then indicator. */
+    assert_string_equal(rows.r[0].nation, "DEU");
+    assert_string_equal(rows.r[0].indicator, "comms.public_warning_reach_pct");
+    assert_string_equal(rows.r[2].nation, "FRA");
+
+    /* History: at 1500 DEU's latest is the backfilled value observed at 1000. */
+    latest(f->store, 1500, &rows);
+    r = find_row(&rows, "DEU", ind);
+    assert_non_null(r);
+    assert_true(r->value == 2.0);
+    assert_int_equal(r->observed_at_ms, 1000);
+    r = find_row(&rows, "DEU", "comms.public_warning_reach_pct");
+    assert_non_null(r);
+    assert_true(r->value == 50.0);
+    assert_non_null(find_row(&rows, "FRA", ind));
+    assert_int_equal(rows.n, 3);
+
+    /* At 999 only FRA (observed 500) existed. */
+    latest(f->store, 999, &rows);
+    assert_int_equal(rows.n, 1);
+    assert_string_equal(rows.r[0].nation, "FRA");
+
+    /* Before everything: nothing. */
+    latest(f->store, 0, &rows);
+    assert_int_equal(rows.n, 0);
+
+    /* At 2000 the tie rule matches the current table's. */
+    latest(f->store, 2000, &rows);
+    r = find_row(&rows, "DEU", ind);
+    assert_non_null(r);
+    assert_true(r->value == 3.0);
+
+    /* Far in the future (after the excluded 9000): same as "now" - the
+     * excluded measurement never counts. */
+    struct rows now;
+    latest(f->store, -1, &now);
+    latest(f->store, INT64_MAX, &rows);
+    assert_int_equal(rows.n, now.n);
+    for (size_t i = 0; i < rows.n; i++) {
+        assert_string_equal(rows.r[i].nation, now.r[i].nation);
+        assert_string_equal(rows.r[i].indicator, now.r[i].indicator);
+        assert_true(rows.r[i].value == now.r[i].value);
+        assert_int_equal(rows.r[i].observed_at_ms, now.r[i].observed_at_ms);
+    }
+}
+
+static int stop_after_one(void *ctx, const struct agg_value *v)
+{
+    (void)v;
+    int *calls = ctx;
+    (*calls)++;
+    return 42;
+}
+
+static void test_callback_stops_walk(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {
+        {"a.one", 1.0, "", 100, false},
+        {"a.two", 2.0, "", 100, false},
+    };
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 2, 200, AGG_APPEND_INSERTED);
+    int calls = 0;
+    assert_int_equal(agg_store_latest(f->store, -1, stop_after_one, &calls, NULL), 42);
+    assert_int_equal(calls, 1);
+    calls = 0;
+    assert_int_equal(agg_store_latest(f->store, 150, stop_after_one, &calls, NULL), 42);
+    assert_int_equal(calls, 1);
+}
+
+static void test_rollback_leaves_nothing(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
+    struct test_report t;
+    enum agg_append_result result;
+    report_build(&t, "DEU-BMI-01", "DEU", 1, ms, 1);
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_OK);
+    assert_int_equal(result, AGG_APPEND_INSERTED);
+    agg_store_rollback(f->store);
+
+    bool found = true;
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 1, &found, NULL, NULL), RSL_OK);
+    assert_false(found);
+    struct rows rows;
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 0);
+    latest(f->store, 10000, &rows);
+    assert_int_equal(rows.n, 0);
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 0);
+    assert_int_equal(stats.measurements, 0);
+
+    /* The handle is usable again and the same sequence can be stored. */
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_OK);
+    assert_int_equal(result, AGG_APPEND_INSERTED);
+    assert_int_equal(agg_store_commit(f->store, NULL), RSL_OK);
+    report_free(&t);
+}
+
+static void test_misuse_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    struct rsl_error err;
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
+    struct test_report t;
+    enum agg_append_result result;
+    report_build(&t, "DEU-BMI-01", "DEU", 1, ms, 1);
+    /* Append and commit outside a transaction. */
+    rsl_error_clear(&err);
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_EINVAL);
+    assert_int_equal(agg_store_commit(f->store, &err), RSL_EINVAL);
+    /* Nested begin. */
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(agg_store_begin(f->store, &err), RSL_EINVAL);
+    /* Sequence out of the signed 64-bit range. */
+    t.report.sequence = (uint64_t)INT64_MAX + 1;
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_EINVAL);
+    agg_store_rollback(f->store);
+    report_free(&t);
+}
+
+static void test_persistence_and_read_only(void **state)
+{
+    struct fixture *f = *state;
+    struct rsl_error err;
+    struct agg_store *ro = NULL;
+
+    /* A read-only handle cannot create a store. */
+    rsl_error_clear(&err);
+    assert_int_not_equal(agg_store_open(f->path, true, &ro, &err), RSL_OK);
+    assert_null(ro);
+    assert_non_null(strstr(err.text, f->path));
+
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 1, 6000, AGG_APPEND_INSERTED);
+
+    /* A reader sees what the writer committed, while the writer is open. */
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, true, &ro, &err), RSL_OK);
+    struct rows rows;
+    latest(ro, -1, &rows);
+    assert_int_equal(rows.n, 1);
+    /* ...and cannot write. */
+    assert_int_not_equal(agg_store_begin(ro, NULL), RSL_OK);
+    /* Later commits by the writer are visible to the reader's next query. */
+    append_one(f->store, "DEU-BMI-01", "DEU", 2, ms, 1, 7000, AGG_APPEND_INSERTED);
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_stats(ro, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 2);
+    agg_store_close(&ro);
+    assert_null(ro);
+
+    /* Close and reopen: everything is still there, schema not recreated. */
+    agg_store_close(&f->store);
+    open_store(f);
+    bool found = false;
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 2, &found, NULL, NULL), RSL_OK);
+    assert_true(found);
+    latest(f->store, -1, &rows);
+    assert_int_equal(rows.n, 1);
+    assert_int_equal(rows.r[0].received_at_ms, 7000);
+}
+
+/* A write failure at commit (here: the file size limit, which fails
+ * write(2) exactly like a full disk) must leave nothing of the batch
+ * behind, and the same batch must go through once space is back. */
+static void test_write_failure_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 1.0, "days", 100, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 1, 200, AGG_APPEND_INSERTED);
+
+    /* A report with a large signed blob so the commit must write a lot. */
+    struct test_report t;
+    report_build(&t, "DEU-BMI-01", "DEU", 2, ms, 1);
+    size_t big_len = 4u * 1024 * 1024;
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (uint8_t)(i * 2654435761u >> 13);
+
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = old;
+    small.rlim_cur = 1024 * 1024; /* below the blob: the write must fail */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+
+    struct rsl_error err;
+    enum agg_append_result result;
+    struct agg_report_in in = {
+        .agent_id = t.report.agent_id, .nation = t.report.nation,
+        .sequence = t.report.sequence, .created_at_ms = 150, .received_at_ms = 300,
+        .key_id = "00112233445566778899aabbccddeeff", .signed_bytes = big,
+        .signed_len = big_len, .report_bytes = t.bytes, .report_len = t.len,
+        .report = &t.report, .excluded = t.excluded,
+    };
+    rsl_error_clear(&err);
+    int rc = agg_store_begin(f->store, &err);
+    assert_int_equal(rc, RSL_OK);
+    rc = agg_store_append(f->store, &in, &result, &err);
+    if (rc == RSL_OK)
+        rc = agg_store_commit(f->store, &err);
+    assert_int_not_equal(rc, RSL_OK);
+    print_message("expected failure: %s (%s)\n", err.text, rsl_strerror(rc));
+    assert_non_null(strstr(err.text, f->path));
+    agg_store_rollback(f->store);
+
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+
+    /* Nothing of the failed batch is visible; the earlier report is. */
+    bool found = true;
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 2, &found, NULL, NULL), RSL_OK);
+    assert_false(found);
+    assert_int_equal(agg_store_lookup(f->store, "DEU-BMI-01", 1, &found, NULL, NULL), RSL_OK);
+    assert_true(found);
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 1);
+
+    /* The retry succeeds on the same handle. */
+    assert_int_equal(agg_store_begin(f->store, &err), RSL_OK);
+    assert_int_equal(agg_store_append(f->store, &in, &result, &err), RSL_OK);
+    assert_int_equal(result, AGG_APPEND_INSERTED);
+    assert_int_equal(agg_store_commit(f->store, &err), RSL_OK);
+    assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, 2);
+
+    /* And the file is still sound. */
+    agg_store_close(&f->store);
+    open_store(f);
+    free(big);
+    report_free(&t);
+}
+
+/* Fill a store with enough rows to span many pages, then close it. */
+static void make_populated_store(struct fixture *f)
+{
+    open_store(f);
+    for (uint64_t seq = 1; seq <= 200; seq++) {
+        const struct test_measurement ms[] = {
+            {"energy.oil_stock_days", (double)seq, "days", (int64_t)seq * 10, false},
+            {"comms.public_warning_reach_pct", 1.0, "pct", (int64_t)seq * 10, false},
+        };
+        append_one(f->store, "DEU-BMI-01", "DEU", seq, ms, 2, 100000, AGG_APPEND_INSERTED);
+    }
+    agg_store_close(&f->store);
+}
+
+static void overwrite(const char *path, off_t offset, size_t len)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t *junk = malloc(len);
+    assert_non_null(junk);
+    for (size_t i = 0; i < len; i++)
+        junk[i] = (uint8_t)(i * 131u + 17u);
+    assert_int_equal(pwrite(fd, junk, len, offset), (ssize_t)len);
+    free(junk);
+    close(fd);
+}
+
+static void test_corrupt_pages_refused(void **state)
+{
+    struct fixture *f = *state;
+    make_populated_store(f);
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    /* Everything was checkpointed into the main file on close. */
+    assert_true(sb.st_size >= 8 * 4096);
+    /* Garbage over pages 2.. (keeping the header page intact). */
+    overwrite(f->path, 4096, (size_t)sb.st_size - 4096);
+
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    int rc = agg_store_open(f->path, false, &f->store, &err);
+    assert_int_equal(rc, RSL_ECORRUPT);
+    assert_null(f->store);
+    assert_non_null(strstr(err.text, f->path));
+}
+
+static void test_corrupt_header_refused(void **state)
+{
+    struct fixture *f = *state;
+    make_populated_store(f);
+    overwrite(f->path, 0, 4096);
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    int rc = agg_store_open(f->path, false, &f->store, &err);
+    assert_int_equal(rc, RSL_ECORRUPT);
+    assert_null(f->store);
+    assert_non_null(strstr(err.text, f->path));
+    /* Read-only opening refuses it as well. */
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, true, &f->store, &err), RSL_ECORRUPT);
+}
+
+static void test_not_a_database(void **state)
+{
+    struct fixture *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fputs("this is a text file, not a database\n", fp);
+    fclose(fp);
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, false, &f->store, &err), RSL_ECORRUPT);
+    assert_non_null(strstr(err.text, f->path));
+}
+
+static void test_open_missing_folder(void **state)
+{
+    struct fixture *f = *state;
+    char path[192];
+    struct rsl_error err;
+    snprintf(path, sizeof(path), "%s/no/such/folder/db", f->dir);
+    rsl_error_clear(&err);
+    assert_int_not_equal(agg_store_open(path, false, &f->store, &err), RSL_OK);
+    assert_null(f->store);
+    assert_non_null(strstr(err.text, path));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append_and_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_and_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_current_out_of_order_and_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_callback_stops_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_misuse_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistence_and_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failure_rolls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_pages_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_header_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_missing_folder, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
