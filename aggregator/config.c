@@ -1,0 +1,791 @@
+/*
+ * config.c - loading and validating aggregator.conf.
+ *
+ * Two passes over the data, one over the file:
+ *   1. rsl_ini_load calls config_handler for every key in order. Each key is
+ *      validated on the spot, so a bad value is reported with its own
+ *      FILE:LINE. Keys that need something defined elsewhere in the file
+ *      (a token's nation must be in the nation list, a partner's include
+ *      must name known indicators: the [taxonomy] section may come later)
+ *      remember their line number in the load context.
+ *   2. After the file is read: required keys are checked ("FILE: missing
+ *      required key 'path' in [store]"), the taxonomy is loaded, and the
+ *      remembered cross-references are checked, still naming their line.
+ *
+ * Every key may appear once per section and every section once: a repeated
+ * key or section is almost always a copy-paste slip whose silent "last one
+ * wins" would surprise an operator.
+ */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rsl/ini.h"
+#include "rsl/log.h"
+#include "rsl/util.h"
+
+/* Upper bounds for numeric keys: generous, but they stop typos such as an
+ * extra zero from turning into a 10 GiB message buffer. */
+#define MAX_MESSAGE_BYTES_MIN 1024
+#define MAX_MESSAGE_BYTES_MAX (64 * 1024 * 1024)
+#define HTTPS_THREADS_MAX 64
+#define MIN_NATIONS_MAX 1000
+#define MAX_TOKENS 1024
+#define MAX_PARTNERS 256
+#define MAX_PARTNER_INCLUDE 1024
+
+/* Bits for "this key was seen in this section" (duplicate detection and
+ * required-key checks). One word per fixed section is plenty. */
+enum {
+    SEEN_INGEST_BIND = 1u << 0,
+    SEEN_INGEST_KEYS = 1u << 1,
+    SEEN_INGEST_REGISTRY = 1u << 2,
+    SEEN_INGEST_MAXMSG = 1u << 3,
+    SEEN_INGEST_SKEW = 1u << 4,
+    SEEN_STORE_PATH = 1u << 5,
+    SEEN_HTTPS_LISTEN = 1u << 6,
+    SEEN_HTTPS_CERT = 1u << 7,
+    SEEN_HTTPS_KEY = 1u << 8,
+    SEEN_HTTPS_THREADS = 1u << 9,
+    SEEN_TAX_PATH = 1u << 10,
+    SEEN_TAX_NATIONS = 1u << 11,
+    SEEN_LOG_LEVEL = 1u << 12,
+};
+
+enum { TOKEN_SEEN_ROLE = 1u << 0, TOKEN_SEEN_SHA = 1u << 1 };
+enum { PARTNER_SEEN_INCLUDE = 1u << 0, PARTNER_SEEN_MIN = 1u << 1, PARTNER_SEEN_URL = 1u << 2 };
+
+/* Per-entry facts needed only while loading (kept out of the public struct):
+ * which keys a [token]/[partner] section set, and the line numbers that the
+ * checks after the parse must still be able to name. Each array runs
+ * parallel to its public counterpart (same index, grown together). */
+struct token_load {
+    unsigned seen;
+    int role_line;
+};
+
+struct partner_load {
+    unsigned seen;
+    int include_line;
+};
+
+#define MAX_SECTIONS_SEEN (MAX_TOKENS + MAX_PARTNERS + 16)
+
+struct load_ctx {
+    struct agg_config *cfg;
+    const char *path;
+    unsigned seen;
+    struct token_load *token_load;     /* parallel to cfg->tokens */
+    struct partner_load *partner_load; /* parallel to cfg->partners */
+    size_t tokens_cap;
+    size_t partners_cap;
+    /* Sections already finished, to refuse a section header seen twice. */
+    char *sections[MAX_SECTIONS_SEEN];
+    size_t n_sections;
+    char current_section[RSL_INI_MAX_LINE + 1];
+    bool in_section;
+};
+
+const char *agg_role_kind_name(enum agg_role_kind kind)
+{
+    switch (kind) {
+    case AGG_ROLE_STAFF: return "staff";
+    case AGG_ROLE_NATION: return "nation";
+    case AGG_ROLE_PARTNER: return "partner";
+    }
+    return "unknown";
+}
+
+/* Resolve a path value against the config file's folder (ARCHITECTURE
+ * section 4), so a config folder can be moved or copied as a whole and the
+ * daemon's working directory never matters. An empty path is refused here
+ * rather than resolving to the config folder itself. */
+static int set_path(struct load_ctx *ctx, const char *key, const char *value, char *out,
+                    size_t outlen, struct rsl_error *err)
+{
+    if (value[0] == '\0')
+        return rsl_error_set(err, RSL_ECONFIG, "%s: empty path", key);
+    if (rsl_path_resolve(ctx->path, value, out, outlen) != RSL_OK)
+        return rsl_error_set(err, RSL_ECONFIG, "%s: path too long", key);
+    return RSL_OK;
+}
+
+/* Mark a fixed-section key as seen; a second occurrence is an error. */
+static int mark_seen(unsigned *seen, unsigned bit, const char *key, const char *section,
+                     struct rsl_error *err)
+{
+    if (*seen & bit)
+        return rsl_error_set(err, RSL_ECONFIG, "duplicate key '%s' in [%s]", key, section);
+    *seen |= bit;
+    return RSL_OK;
+}
+
+/* "tcp://host:port" or "ipc://path": the two transports a ROUTER here may
+ * sensibly bind. Anything else is most likely a typo. */
+static bool endpoint_valid(const char *ep)
+{
+    if (strncmp(ep, "tcp://", 6) == 0)
+        return strlen(ep) > 6 && strchr(ep + 6, ':') != NULL;
+    if (strncmp(ep, "ipc://", 6) == 0)
+        return strlen(ep) > 6;
+    return false;
+}
+
+/* The bind list replaces the default entirely (no "default plus these"):
+ * an operator who lists endpoints means exactly those. */
+static int parse_bind(struct agg_config *cfg, const char *value, struct rsl_error *err)
+{
+    const char *cursor = value;
+    char item[AGG_ENDPOINT_MAX];
+    int rc;
+    cfg->n_bind = 0;
+    while ((rc = rsl_list_next(&cursor, item, sizeof(item))) == 1) {
+        if (!endpoint_valid(item))
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "bind: '%s' is not a tcp://HOST:PORT or ipc://PATH endpoint",
+                                 item);
+        if (cfg->n_bind >= AGG_MAX_BINDS)
+            return rsl_error_set(err, RSL_ECONFIG, "bind: more than %d endpoints",
+                                 AGG_MAX_BINDS);
+        for (size_t i = 0; i < cfg->n_bind; i++)
+            if (strcmp(cfg->bind[i], item) == 0)
+                return rsl_error_set(err, RSL_ECONFIG, "bind: '%s' listed twice", item);
+        memcpy(cfg->bind[cfg->n_bind++], item, sizeof(item));
+    }
+    if (rc < 0)
+        return rsl_error_set(err, RSL_ECONFIG, "bind: endpoint longer than %d characters",
+                             AGG_ENDPOINT_MAX - 1);
+    if (cfg->n_bind == 0)
+        return rsl_error_set(err, RSL_ECONFIG, "bind: no endpoint given");
+    return RSL_OK;
+}
+
+/* "host:port", "[v6addr]:port" or ":port"/"*:port" (all addresses).
+ * The host is kept as text, not resolved: resolution belongs to the moment
+ * of binding (the HTTPS module), where the error can say what failed. The
+ * port may be 0 ("any free port") for tests; the server reports the real
+ * one. */
+static int parse_listen(struct agg_config *cfg, const char *value, struct rsl_error *err)
+{
+    const char *colon;
+    const char *host_start = value;
+    size_t host_len;
+    if (value[0] == '[') {
+        const char *close = strchr(value, ']');
+        if (close == NULL || close[1] != ':')
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "listen: '%s' is not [ADDRESS]:PORT", value);
+        host_start = value + 1;
+        host_len = (size_t)(close - host_start);
+        colon = close + 1;
+    } else {
+        colon = strrchr(value, ':');
+        if (colon == NULL)
+            return rsl_error_set(err, RSL_ECONFIG, "listen: '%s' is not HOST:PORT", value);
+        host_len = (size_t)(colon - value);
+        /* A bare IPv6 address without brackets is ambiguous. */
+        if (memchr(value, ':', host_len) != NULL)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "listen: write IPv6 addresses in brackets: [%.*s]:PORT",
+                                 (int)host_len, value);
+    }
+    int64_t port;
+    if (rsl_parse_int64(colon + 1, 0, 65535, &port) != RSL_OK)
+        return rsl_error_set(err, RSL_ECONFIG, "listen: port '%s' is not 0..65535", colon + 1);
+    if (host_len >= sizeof(cfg->https_host))
+        return rsl_error_set(err, RSL_ECONFIG, "listen: host too long");
+    if (rsl_strlcpy(cfg->https_listen, value, sizeof(cfg->https_listen)) != RSL_OK)
+        return rsl_error_set(err, RSL_ECONFIG, "listen: value too long");
+    if (host_len == 0 || (host_len == 1 && host_start[0] == '*')) {
+        /* Empty or "*" means every IPv4 address, like the default. */
+        memcpy(cfg->https_host, "0.0.0.0", sizeof("0.0.0.0"));
+    } else {
+        memcpy(cfg->https_host, host_start, host_len);
+        cfg->https_host[host_len] = '\0';
+    }
+    cfg->https_port = (uint16_t)port;
+    return RSL_OK;
+}
+
+/* The token for [token NAME], created on its first key. inih reports no
+ * section headers, only keys, so an entry is born when its first key is
+ * seen; a section without keys never exists (and cannot grant anything). */
+static struct agg_token *token_get(struct load_ctx *ctx, const char *name, size_t *index,
+                                   struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    for (size_t i = 0; i < cfg->n_tokens; i++) {
+        if (strcmp(cfg->tokens[i].name, name) == 0) {
+            *index = i;
+            return &cfg->tokens[i];
+        }
+    }
+    if (cfg->n_tokens >= MAX_TOKENS) {
+        rsl_error_set(err, RSL_ECONFIG, "more than %d [token] sections", MAX_TOKENS);
+        return NULL;
+    }
+    if (cfg->n_tokens == ctx->tokens_cap) {
+        size_t cap = ctx->tokens_cap ? ctx->tokens_cap * 2 : 4;
+        struct agg_token *t = realloc(cfg->tokens, cap * sizeof(*t));
+        if (t == NULL)
+            goto nomem;
+        cfg->tokens = t;
+        struct token_load *l = realloc(ctx->token_load, cap * sizeof(*l));
+        if (l == NULL)
+            goto nomem;
+        ctx->token_load = l;
+        ctx->tokens_cap = cap;
+    }
+    struct agg_token *tok = &cfg->tokens[cfg->n_tokens];
+    memset(tok, 0, sizeof(*tok));
+    memset(&ctx->token_load[cfg->n_tokens], 0, sizeof(ctx->token_load[0]));
+    if (rsl_strlcpy(tok->name, name, sizeof(tok->name)) != RSL_OK) {
+        rsl_error_set(err, RSL_ECONFIG, "token name longer than %d characters",
+                      AGG_TOKEN_NAME_MAX);
+        return NULL;
+    }
+    *index = cfg->n_tokens++;
+    return tok;
+nomem:
+    rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    return NULL;
+}
+
+/* Same pattern as token_get for [partner ID]; min_nations starts at the
+ * documented default of 3 (ARCHITECTURE section 7). */
+static struct agg_partner *partner_get(struct load_ctx *ctx, const char *id, size_t *index,
+                                       struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    for (size_t i = 0; i < cfg->n_partners; i++) {
+        if (strcmp(cfg->partners[i].id, id) == 0) {
+            *index = i;
+            return &cfg->partners[i];
+        }
+    }
+    if (cfg->n_partners >= MAX_PARTNERS) {
+        rsl_error_set(err, RSL_ECONFIG, "more than %d [partner] sections", MAX_PARTNERS);
+        return NULL;
+    }
+    if (cfg->n_partners == ctx->partners_cap) {
+        size_t cap = ctx->partners_cap ? ctx->partners_cap * 2 : 4;
+        struct agg_partner *p = realloc(cfg->partners, cap * sizeof(*p));
+        if (p == NULL)
+            goto nomem;
+        cfg->partners = p;
+        struct partner_load *l = realloc(ctx->partner_load, cap * sizeof(*l));
+        if (l == NULL)
+            goto nomem;
+        ctx->partner_load = l;
+        ctx->partners_cap = cap;
+    }
+    struct agg_partner *part = &cfg->partners[cfg->n_partners];
+    memset(part, 0, sizeof(*part));
+    memset(&ctx->partner_load[cfg->n_partners], 0, sizeof(ctx->partner_load[0]));
+    part->min_nations = AGG_DEFAULT_MIN_NATIONS;
+    /* The id was validated by the caller, so it fits. */
+    rsl_strlcpy(part->id, id, sizeof(part->id));
+    *index = cfg->n_partners++;
+    return part;
+nomem:
+    rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    return NULL;
+}
+
+/* [token NAME] role / sha256. The role's nation is checked only for syntax
+ * here; membership in the nation list waits for the taxonomy, which may be
+ * configured further down the file. The config stores the hash, never the
+ * token, so a leaked config file does not leak credentials. */
+static int token_key(struct load_ctx *ctx, const char *name, const char *key, const char *value,
+                     int line, struct rsl_error *err)
+{
+    size_t index;
+    struct agg_token *tok = token_get(ctx, name, &index, err);
+    if (tok == NULL)
+        return err != NULL ? err->code : RSL_ECONFIG;
+    struct token_load *tl = &ctx->token_load[index];
+
+    if (strcmp(key, "role") == 0) {
+        if (tl->seen & TOKEN_SEEN_ROLE)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'role' in [token %s]", name);
+        tl->seen |= TOKEN_SEEN_ROLE;
+        tl->role_line = line;
+        if (strcmp(value, "staff") == 0) {
+            tok->role = AGG_ROLE_STAFF;
+        } else if (strncmp(value, "nation:", 7) == 0) {
+            if (!rsl_valid_nation_code(value + 7))
+                return rsl_error_set(err, RSL_ECONFIG,
+                                     "role: '%s' is not a nation code (3 uppercase letters)",
+                                     value + 7);
+            tok->role = AGG_ROLE_NATION;
+            memcpy(tok->nation, value + 7, 4);
+        } else if (strncmp(value, "partner:", 8) == 0) {
+            if (!rsl_valid_partner_id(value + 8) ||
+                rsl_strlcpy(tok->partner, value + 8, sizeof(tok->partner)) != RSL_OK)
+                return rsl_error_set(err, RSL_ECONFIG, "role: '%s' is not a valid partner id",
+                                     value + 8);
+            tok->role = AGG_ROLE_PARTNER;
+        } else {
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "role: '%s' is not staff, nation:CODE or partner:ID", value);
+        }
+        return RSL_OK;
+    }
+    if (strcmp(key, "sha256") == 0) {
+        if (tl->seen & TOKEN_SEEN_SHA)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'sha256' in [token %s]",
+                                 name);
+        tl->seen |= TOKEN_SEEN_SHA;
+        if (strlen(value) != 64 || rsl_hex_decode(value, tok->sha256, 32) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "sha256: not 64 hexadecimal characters (the SHA-256 of the "
+                                 "token, e.g. from `printf %%s TOKEN | sha256sum`)");
+        return RSL_OK;
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [token %s]", key, name);
+}
+
+static void partner_include_free(struct agg_partner *p)
+{
+    for (size_t i = 0; i < p->n_include; i++)
+        free(p->include[i]);
+    free(p->include);
+    p->include = NULL;
+    p->n_include = 0;
+}
+
+/* [partner ID] include / min_nations / url. Releases are not built yet, but
+ * the keys are validated now so a config written today keeps working (or
+ * fails loudly) when they are. */
+static int partner_key(struct load_ctx *ctx, const char *id, const char *key, const char *value,
+                       int line, struct rsl_error *err)
+{
+    if (!rsl_valid_partner_id(id))
+        return rsl_error_set(err, RSL_ECONFIG, "[partner %s]: not a valid partner id "
+                             "(letters, digits, '_' and '-', at most %d)", id,
+                             RSL_PARTNER_ID_MAX);
+    size_t index;
+    struct agg_partner *p = partner_get(ctx, id, &index, err);
+    if (p == NULL)
+        return err != NULL ? err->code : RSL_ECONFIG;
+    struct partner_load *pl = &ctx->partner_load[index];
+
+    if (strcmp(key, "include") == 0) {
+        if (pl->seen & PARTNER_SEEN_INCLUDE)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'include' in [partner %s]", id);
+        pl->seen |= PARTNER_SEEN_INCLUDE;
+        pl->include_line = line;
+        const char *cursor = value;
+        char item[RSL_INDICATOR_ID_MAX + 1];
+        int rc;
+        while ((rc = rsl_list_next(&cursor, item, sizeof(item))) == 1) {
+            if (p->n_include >= MAX_PARTNER_INCLUDE)
+                return rsl_error_set(err, RSL_ECONFIG, "include: more than %d entries",
+                                     MAX_PARTNER_INCLUDE);
+            /* Existence in the taxonomy is checked after the file is read. */
+            char **grown = realloc(p->include, (p->n_include + 1) * sizeof(*grown));
+            if (grown == NULL)
+                return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+            p->include = grown;
+            p->include[p->n_include] = strdup(item);
+            if (p->include[p->n_include] == NULL)
+                return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+            p->n_include++;
+        }
+        if (rc < 0)
+            return rsl_error_set(err, RSL_ECONFIG, "include: entry longer than %d characters",
+                                 RSL_INDICATOR_ID_MAX);
+        return RSL_OK;
+    }
+    if (strcmp(key, "min_nations") == 0) {
+        if (pl->seen & PARTNER_SEEN_MIN)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'min_nations' in [partner %s]",
+                                 id);
+        pl->seen |= PARTNER_SEEN_MIN;
+        int64_t n;
+        if (rsl_parse_int64(value, 1, MIN_NATIONS_MAX, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "min_nations: '%s' is not a number 1..%d",
+                                 value, MIN_NATIONS_MAX);
+        p->min_nations = (int)n;
+        return RSL_OK;
+    }
+    if (strcmp(key, "url") == 0) {
+        if (pl->seen & PARTNER_SEEN_URL)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'url' in [partner %s]", id);
+        pl->seen |= PARTNER_SEEN_URL;
+        /* Releases leave the site: plain http would expose them. */
+        if (strncmp(value, "https://", 8) != 0 || strlen(value) <= 8)
+            return rsl_error_set(err, RSL_ECONFIG, "url: '%s' is not an https:// URL", value);
+        for (const char *c = value; *c; c++)
+            if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+                return rsl_error_set(err, RSL_ECONFIG, "url: contains a space or control "
+                                     "character");
+        if (rsl_strlcpy(p->url, value, sizeof(p->url)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "url: too long");
+        return RSL_OK;
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [partner %s]", key, id);
+}
+
+/* [ingest]. max_message_bytes has a floor as well as a ceiling: below a
+ * few KiB not even one small report would fit, and every agent would be
+ * disconnected by ZMQ_MAXMSGSIZE in a loop. */
+static int ingest_key(struct load_ctx *ctx, const char *key, const char *value,
+                      struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    int rc;
+    if (strcmp(key, "bind") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_BIND, key, "ingest", err)) != RSL_OK)
+            return rc;
+        return parse_bind(cfg, value, err);
+    }
+    if (strcmp(key, "keys") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_KEYS, key, "ingest", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->keys_dir, sizeof(cfg->keys_dir), err);
+    }
+    if (strcmp(key, "registry") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_REGISTRY, key, "ingest", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->registry_path, sizeof(cfg->registry_path), err);
+    }
+    if (strcmp(key, "max_message_bytes") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_MAXMSG, key, "ingest", err)) != RSL_OK)
+            return rc;
+        int64_t n;
+        if (rsl_parse_int64(value, MAX_MESSAGE_BYTES_MIN, MAX_MESSAGE_BYTES_MAX, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "max_message_bytes: '%s' is not a number %d..%d", value,
+                                 MAX_MESSAGE_BYTES_MIN, MAX_MESSAGE_BYTES_MAX);
+        cfg->max_message_bytes = (size_t)n;
+        return RSL_OK;
+    }
+    if (strcmp(key, "max_future_skew") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_SKEW, key, "ingest", err)) != RSL_OK)
+            return rc;
+        if (rsl_parse_duration_ms(value, &cfg->max_future_skew_ms) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "max_future_skew: '%s' is not a duration (e.g. 300, 5m)",
+                                 value);
+        return RSL_OK;
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [ingest]", key);
+}
+
+/* [https]. The cert and key files are only resolved here; the HTTPS module
+ * loads them (and checks the key file's mode) when it starts, and
+ * --check-config checks them too. */
+static int https_key(struct load_ctx *ctx, const char *key, const char *value,
+                     struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    int rc;
+    if (strcmp(key, "listen") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_LISTEN, key, "https", err)) != RSL_OK)
+            return rc;
+        return parse_listen(cfg, value, err);
+    }
+    if (strcmp(key, "cert") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_CERT, key, "https", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->https_cert, sizeof(cfg->https_cert), err);
+    }
+    if (strcmp(key, "key") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_KEY, key, "https", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->https_key, sizeof(cfg->https_key), err);
+    }
+    if (strcmp(key, "threads") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_THREADS, key, "https", err)) != RSL_OK)
+            return rc;
+        int64_t n;
+        if (rsl_parse_int64(value, 1, HTTPS_THREADS_MAX, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "threads: '%s' is not a number 1..%d",
+                                 value, HTTPS_THREADS_MAX);
+        cfg->https_threads = (int)n;
+        return RSL_OK;
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [https]", key);
+}
+
+/* Refuse a section header that appears a second time. inih reports only
+ * keys, so a section "starts" when the section name changes between keys. */
+static int track_section(struct load_ctx *ctx, const char *section, struct rsl_error *err)
+{
+    if (ctx->in_section && strcmp(ctx->current_section, section) == 0)
+        return RSL_OK;
+    for (size_t i = 0; i < ctx->n_sections; i++)
+        if (strcmp(ctx->sections[i], section) == 0)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate section [%s]", section);
+    if (ctx->n_sections >= MAX_SECTIONS_SEEN)
+        return rsl_error_set(err, RSL_ECONFIG, "too many sections");
+    ctx->sections[ctx->n_sections] = strdup(section);
+    if (ctx->sections[ctx->n_sections] == NULL)
+        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    ctx->n_sections++;
+    rsl_strlcpy(ctx->current_section, section, sizeof(ctx->current_section));
+    ctx->in_section = true;
+    return RSL_OK;
+}
+
+/* The rsl_ini_handler: split the section name into kind and name, refuse
+ * names where none belong (and the reverse), then dispatch by kind. Any
+ * message returned gets "FILE:LINE: " prepended by rsl_ini_load. */
+static int config_handler(void *vctx, const char *section, const char *key, const char *value,
+                          int line, struct rsl_error *err)
+{
+    struct load_ctx *ctx = vctx;
+    struct agg_config *cfg = ctx->cfg;
+    char kind[32];
+    char name[RSL_INI_MAX_LINE + 1];
+    int rc;
+
+    if (section[0] == '\0')
+        return rsl_error_set(err, RSL_ECONFIG, "key '%s' outside of any section", key);
+    if (rsl_ini_section_split(section, kind, sizeof(kind), name, sizeof(name)) != RSL_OK)
+        return rsl_error_set(err, RSL_ECONFIG, "unknown section [%s]", section);
+    if ((rc = track_section(ctx, section, err)) != RSL_OK)
+        return rc;
+
+    bool named = strcmp(kind, "token") == 0 || strcmp(kind, "partner") == 0;
+    if (named && name[0] == '\0')
+        return rsl_error_set(err, RSL_ECONFIG, "[%s] needs a name: [%s NAME]", kind, kind);
+    if (!named && name[0] != '\0' &&
+        (strcmp(kind, "ingest") == 0 || strcmp(kind, "store") == 0 ||
+         strcmp(kind, "https") == 0 || strcmp(kind, "taxonomy") == 0 ||
+         strcmp(kind, "log") == 0))
+        return rsl_error_set(err, RSL_ECONFIG, "[%s] takes no name (found [%s])", kind,
+                             section);
+
+    if (strcmp(kind, "ingest") == 0)
+        return ingest_key(ctx, key, value, err);
+    if (strcmp(kind, "https") == 0)
+        return https_key(ctx, key, value, err);
+    if (strcmp(kind, "store") == 0) {
+        if (strcmp(key, "path") != 0)
+            return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [store]", key);
+        if ((rc = mark_seen(&ctx->seen, SEEN_STORE_PATH, key, "store", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->store_path, sizeof(cfg->store_path), err);
+    }
+    if (strcmp(kind, "taxonomy") == 0) {
+        if (strcmp(key, "path") == 0) {
+            if ((rc = mark_seen(&ctx->seen, SEEN_TAX_PATH, key, "taxonomy", err)) != RSL_OK)
+                return rc;
+            return set_path(ctx, key, value, cfg->taxonomy_path, sizeof(cfg->taxonomy_path),
+                            err);
+        }
+        if (strcmp(key, "nations") == 0) {
+            if ((rc = mark_seen(&ctx->seen, SEEN_TAX_NATIONS, key, "taxonomy", err)) != RSL_OK)
+                return rc;
+            return set_path(ctx, key, value, cfg->nations_path, sizeof(cfg->nations_path), err);
+        }
+        return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [taxonomy]", key);
+    }
+    if (strcmp(kind, "log") == 0) {
+        if (strcmp(key, "level") != 0)
+            return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [log]", key);
+        if ((rc = mark_seen(&ctx->seen, SEEN_LOG_LEVEL, key, "log", err)) != RSL_OK)
+            return rc;
+        int level = rsl_log_level_parse(value);
+        if (level < 0)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "level: '%s' is not error, warning, notice, info or debug",
+                                 value);
+        cfg->log_level = level;
+        return RSL_OK;
+    }
+    if (strcmp(kind, "token") == 0)
+        return token_key(ctx, name, key, value, line, err);
+    if (strcmp(kind, "partner") == 0)
+        return partner_key(ctx, name, key, value, line, err);
+    return rsl_error_set(err, RSL_ECONFIG, "unknown section [%s]", section);
+}
+
+/* Replace the file name in `path` by `name` (the nations.csv default). */
+static int sibling_path(const char *path, const char *name, char *out, size_t outlen)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash != NULL ? (size_t)(slash - path) + 1 : 0;
+    int n = snprintf(out, outlen, "%.*s%s", (int)dirlen, path, name);
+    return n < 0 || (size_t)n >= outlen ? RSL_ETOOBIG : RSL_OK;
+}
+
+/* A baseline requirement id as partner include lists use them. */
+static bool is_requirement(const char *s)
+{
+    if (strcmp(s, "X") == 0)
+        return true;
+    return s[0] == 'B' && s[1] == 'R' && s[2] >= '1' && s[2] <= '7' && s[3] == '\0';
+}
+
+/* Checks that need the whole file and the taxonomy. Required keys come
+ * first: they are cheap and their message is the most useful one when a
+ * config is still half-written. Missing keys have no line, so the message
+ * names the file and the section instead. */
+static int check_after_parse(struct load_ctx *ctx, struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    static const struct {
+        unsigned bit;
+        const char *key;
+        const char *section;
+    } required[] = {
+        {SEEN_INGEST_KEYS, "keys", "ingest"},
+        {SEEN_INGEST_REGISTRY, "registry", "ingest"},
+        {SEEN_STORE_PATH, "path", "store"},
+        {SEEN_HTTPS_CERT, "cert", "https"},
+        {SEEN_HTTPS_KEY, "key", "https"},
+    };
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+        if (!(ctx->seen & required[i].bit))
+            return rsl_error_set(err, RSL_ECONFIG, "%s: missing required key '%s' in [%s]",
+                                 ctx->path, required[i].key, required[i].section);
+
+    for (size_t i = 0; i < cfg->n_tokens; i++) {
+        unsigned seen = ctx->token_load[i].seen;
+        if (!(seen & TOKEN_SEEN_ROLE))
+            return rsl_error_set(err, RSL_ECONFIG, "%s: missing required key 'role' in [token %s]",
+                                 ctx->path, cfg->tokens[i].name);
+        if (!(seen & TOKEN_SEEN_SHA))
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "%s: missing required key 'sha256' in [token %s]", ctx->path,
+                                 cfg->tokens[i].name);
+        /* Two tokens with the same hash would make the role ambiguous. */
+        for (size_t j = 0; j < i; j++)
+            if (memcmp(cfg->tokens[i].sha256, cfg->tokens[j].sha256, 32) == 0)
+                return rsl_error_set(err, RSL_ECONFIG,
+                                     "%s: [token %s] has the same sha256 as [token %s]",
+                                     ctx->path, cfg->tokens[i].name, cfg->tokens[j].name);
+    }
+
+    if (cfg->nations_path[0] == '\0' &&
+        sibling_path(cfg->taxonomy_path, "nations.csv", cfg->nations_path,
+                     sizeof(cfg->nations_path)) != RSL_OK)
+        return rsl_error_set(err, RSL_ECONFIG, "%s: [taxonomy] path too long", ctx->path);
+    int rc = rsl_taxonomy_load(cfg->taxonomy_path, cfg->nations_path, &cfg->taxonomy, err);
+    if (rc != RSL_OK) {
+        rsl_error_prefix(err, "%s: [taxonomy]", ctx->path);
+        return RSL_ECONFIG;
+    }
+
+    for (size_t i = 0; i < cfg->n_tokens; i++) {
+        const struct agg_token *tok = &cfg->tokens[i];
+        if (tok->role == AGG_ROLE_NATION &&
+            rsl_taxonomy_nation_index(cfg->taxonomy, tok->nation) < 0)
+            return rsl_error_set(err, RSL_ECONFIG, "%s:%d: role: nation '%s' is not in %s",
+                                 ctx->path, ctx->token_load[i].role_line, tok->nation,
+                                 cfg->nations_path);
+    }
+    for (size_t i = 0; i < cfg->n_partners; i++) {
+        const struct agg_partner *p = &cfg->partners[i];
+        for (size_t j = 0; j < p->n_include; j++) {
+            const char *item = p->include[j];
+            if (!is_requirement(item) && rsl_taxonomy_indicator(cfg->taxonomy, item) == NULL)
+                return rsl_error_set(err, RSL_ECONFIG,
+                                     "%s:%d: include: '%s' is neither a requirement (BR1..BR7, "
+                                     "X) nor an indicator in %s",
+                                     ctx->path, ctx->partner_load[i].include_line, item,
+                                     cfg->taxonomy_path);
+        }
+    }
+    return RSL_OK;
+}
+
+/* Defaults from the shared config contract (team brief / ARCHITECTURE);
+ * keys present in the file overwrite them. */
+static void config_set_defaults(struct agg_config *cfg)
+{
+    memcpy(cfg->bind[0], AGG_DEFAULT_BIND, sizeof(AGG_DEFAULT_BIND));
+    cfg->n_bind = 1;
+    cfg->max_message_bytes = RSL_MAX_MESSAGE_BYTES_DEFAULT;
+    cfg->max_future_skew_ms = AGG_DEFAULT_MAX_FUTURE_SKEW_MS;
+    memcpy(cfg->https_listen, AGG_DEFAULT_HTTPS_LISTEN, sizeof(AGG_DEFAULT_HTTPS_LISTEN));
+    memcpy(cfg->https_host, "0.0.0.0", sizeof("0.0.0.0"));
+    cfg->https_port = 8443;
+    cfg->https_threads = AGG_DEFAULT_HTTPS_THREADS;
+    memcpy(cfg->taxonomy_path, AGG_DEFAULT_TAXONOMY, sizeof(AGG_DEFAULT_TAXONOMY));
+    cfg->log_level = RSL_LOG_INFO;
+}
+
+/* Single exit: the load context's scratch memory is always freed, the
+ * config only survives when every check passed. */
+int agg_config_load(const char *path, struct agg_config **out, struct rsl_error *err)
+{
+    struct agg_config *cfg = NULL;
+    struct load_ctx ctx;
+    int rc;
+
+    memset(&ctx, 0, sizeof(ctx));
+    if (out == NULL || path == NULL)
+        return rsl_error_set(err, RSL_EINVAL, "agg_config_load: NULL argument");
+    *out = NULL;
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (rsl_strlcpy(cfg->path, path, sizeof(cfg->path)) != RSL_OK) {
+        rc = rsl_error_set(err, RSL_ECONFIG, "%s: path too long", path);
+        goto out;
+    }
+    config_set_defaults(cfg);
+    ctx.cfg = cfg;
+    ctx.path = path;
+
+    rc = rsl_ini_load(path, config_handler, &ctx, err);
+    if (rc != RSL_OK)
+        goto out;
+    rc = check_after_parse(&ctx, err);
+    if (rc != RSL_OK)
+        goto out;
+
+    *out = cfg;
+    cfg = NULL; /* transferred */
+out:
+    for (size_t i = 0; i < ctx.n_sections; i++)
+        free(ctx.sections[i]);
+    free(ctx.token_load);
+    free(ctx.partner_load);
+    agg_config_free(&cfg);
+    return rc;
+}
+
+void agg_config_free(struct agg_config **cfgp)
+{
+    if (cfgp == NULL || *cfgp == NULL)
+        return;
+    struct agg_config *cfg = *cfgp;
+    rsl_taxonomy_free(&cfg->taxonomy);
+    if (cfg->tokens != NULL) {
+        /* Hashes of bearer tokens are not secrets in the strict sense, but
+         * there is no reason to leave them in freed memory either. */
+        rsl_secure_zero(cfg->tokens, cfg->n_tokens * sizeof(*cfg->tokens));
+        free(cfg->tokens);
+    }
+    for (size_t i = 0; i < cfg->n_partners; i++)
+        partner_include_free(&cfg->partners[i]);
+    free(cfg->partners);
+    free(cfg);
+    *cfgp = NULL;
+}
+
+const struct agg_token *agg_config_token_find(const struct agg_config *cfg,
+                                              const uint8_t sha256[32])
+{
+    const struct agg_token *found = NULL;
+    if (cfg == NULL || sha256 == NULL)
+        return NULL;
+    /* Visit every token whatever matches, so the time taken does not tell
+     * an attacker how far down the list a near-guess got. */
+    for (size_t i = 0; i < cfg->n_tokens; i++) {
+        bool eq = rsl_consttime_equal(cfg->tokens[i].sha256, sha256, 32);
+        if (eq && found == NULL)
+            found = &cfg->tokens[i];
+    }
+    return found;
+}
