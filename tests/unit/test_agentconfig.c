@@ -27,7 +27,7 @@
 
 #include <zmq.h>
 
-#include "config.h"
+#include "agent/config.h"
 #include "rsl/keys.h"
 #include "rsl/log.h"
 #include "rsl/util.h"

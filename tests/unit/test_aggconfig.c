@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#include "../../aggregator/config.h" /* agent/config.h shares the name */
-#include "../../aggregator/registry.h"
+#include "aggregator/config.h"
+#include "aggregator/registry.h"
 #include "rsl/sign.h"
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"

@@ -37,9 +37,9 @@
 
 #include <zmq.h>
 
-#include "collect.h"
-#include "config.h"
-#include "report.h"
+#include "agent/collect.h"
+#include "agent/config.h"
+#include "agent/report.h"
 #include "rsl/codec.h"
 #include "rsl/keys.h"
 #include "rsl/log.h"

@@ -33,12 +33,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "../../aggregator/config.h"
-#include "../../aggregator/http.h"
+#include "aggregator/config.h"
+#include "aggregator/http.h"
 #include "rsl/codec.h"
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"
-#include "../../aggregator/store.h"
+#include "aggregator/store.h"
 
 #define STAFF_TOKEN "staff-0123456789abcdef"
 #define DEU_TOKEN "deu-0123456789abcdef"

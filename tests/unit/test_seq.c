@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "rsl/util.h"
-#include "seq.h"
+#include "agent/seq.h"
 
 struct seq_state {
     char dir[64];

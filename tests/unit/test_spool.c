@@ -38,16 +38,16 @@
 
 #include <zmq.h>
 
-#include "config.h"
-#include "daemon.h"
-#include "report.h"
+#include "agent/config.h"
+#include "agent/daemon.h"
+#include "agent/report.h"
 #include "rsl/codec.h"
 #include "rsl/keys.h"
 #include "rsl/log.h"
 #include "rsl/sign.h"
 #include "rsl/util.h"
-#include "seq.h"
-#include "spool.h"
+#include "agent/seq.h"
+#include "agent/spool.h"
 
 struct spool_state {
     char dir[64];
@@ -374,7 +374,7 @@ enum script {
     SCRIPT_SILENT,    /* never answer */
 };
 
-#define MAX_SEQ 64
+#define MAX_SEQ 2048
 
 struct fake_aggregator {
     enum script script;
@@ -459,11 +459,14 @@ static void *aggregator_thread(void *arg)
                 snprintf(fa->source, sizeof(fa->source), "%s", report->measurements[0]->source);
             uint64_t seq = report->sequence;
             unsigned attempt = seq < MAX_SEQ ? ++fa->received[seq] : 1;
-            /* Noise the agent must ignore, before the real answer. */
-            send_ack(router, &identity, "SOMEONE-ELSE", seq, 0, "");
-            send_ack(router, &identity, fa->agent_id, seq + 1000, 0, "");
-            zmq_send(router, zmq_msg_data(&identity), zmq_msg_size(&identity), ZMQ_SNDMORE);
-            zmq_send(router, "\xff\xff\xff", 3, 0);
+            /* Noise the agent must ignore, before the real answer: an ack
+             * for another agent, one for a sequence not in flight, garbage. */
+            if (fa->script == SCRIPT_MIXED || fa->script == SCRIPT_SILENT) {
+                send_ack(router, &identity, "SOMEONE-ELSE", seq, 0, "");
+                send_ack(router, &identity, fa->agent_id, seq + 1000, 0, "");
+                zmq_send(router, zmq_msg_data(&identity), zmq_msg_size(&identity), ZMQ_SNDMORE);
+                zmq_send(router, "\xff\xff\xff", 3, 0);
+            }
 
             switch (fa->script) {
             case SCRIPT_MIXED:
@@ -685,6 +688,55 @@ static void test_delivery_duplicate_drops(void **state)
     agent_config_free(&cfg);
 }
 
+/* A backlog deeper than one listing pass (1024) and many windows drains
+ * completely, each report delivered. */
+static void test_delivery_deep_backlog(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char path[AGENT_PATH_MAX + 64];
+    struct agent_keys *keys = NULL;
+    struct agent_spool *sp = NULL;
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    const uint64_t backlog = 1100;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 1, "");
+    assert_int_equal(agent_keys_load(cfg, &keys, NULL), RSL_OK);
+    assert_int_equal(agent_spool_open(cfg->spool_dir, &sp, NULL), RSL_OK);
+    struct rsl_sample sample;
+    memset(&sample, 0, sizeof(sample));
+    snprintf(sample.indicator, sizeof(sample.indicator), "test.backlog");
+    /* Appended in a scrambled order, as a directory listing would be. */
+    for (uint64_t i = 0; i < backlog; i++) {
+        uint64_t seq = (i * 7) % backlog + 1;
+        sample.value = (double)seq;
+        assert_int_equal(agent_report_build(cfg, &cfg->collectors[0], keys->signer, seq,
+                                            rsl_now_ms(), rsl_now_ms(), &sample, 1, &frame, &len,
+                                            NULL),
+                         RSL_OK);
+        assert_int_equal(agent_spool_append(sp, seq, frame, len, NULL), RSL_OK);
+        free(frame);
+    }
+    agent_spool_close(&sp);
+    agent_keys_free(&keys);
+
+    int code = run_daemon(cfg, true, 120000);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0);
+    for (uint64_t seq = 1; seq <= backlog + 1; seq++)
+        if (fa.received[seq] == 0)
+            fail_msg("report %" PRIu64 " never arrived", seq);
+    assert_int_equal(fa.received[backlog + 2], 0);
+    assert_int_equal(fa.bad_signatures, 0);
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+    agent_config_free(&cfg);
+}
+
 /* No acks: --once gives up with exit 1 and the spool keeps everything. */
 static void test_delivery_unacked_kept(void **state)
 {
@@ -781,7 +833,7 @@ static void test_sigterm_stops_cleanly(void **state)
 
 int main(void)
 {
-    rsl_log_init("test_spool", RSL_LOG_DEBUG);
+    rsl_log_init("test_spool", RSL_LOG_INFO);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_read_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject, setup, teardown),
@@ -791,6 +843,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivery_resend_retry_reject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_backlog_and_counter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_duplicate_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_deep_backlog, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_unacked_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_report_not_spooled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_stops_cleanly, setup, teardown),

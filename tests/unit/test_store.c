@@ -22,7 +22,7 @@
 
 #include "rsl/codec.h"
 #include "rsl/util.h"
-#include "../../aggregator/store.h"
+#include "aggregator/store.h"
 
 struct fixture {
     char dir[64];

@@ -23,7 +23,7 @@
 
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"
-#include "../../aggregator/summary.h"
+#include "aggregator/summary.h"
 
 #define HOUR_MS INT64_C(3600000)
 #define T0 INT64_C(1800000000000) /* 2027-01-15T08:00:00Z, the query time */
