@@ -282,7 +282,7 @@ int agent_daemon_run(struct agent_daemon *d)
     int64_t once_deadline = start + d->opts.once_timeout_ms;
     int exit_code = 0;
 
-    RSL_INFO("agent", "ready: agent %s (%s), %zu collector%s, %" PRIu64 " report%s pending, "
+    RSL_NOTICE("agent", "ready: agent %s (%s), %zu collector%s, %" PRIu64 " report%s pending, "
              "sending to %s", cfg->id, cfg->nation, cfg->n_collectors,
              cfg->n_collectors == 1 ? "" : "s", agent_spool_count(d->spool),
              agent_spool_count(d->spool) == 1 ? "" : "s", cfg->endpoints[0]);

@@ -111,37 +111,13 @@ static int fsync_dirfd(const struct agent_spool *s, int which, struct rsl_error 
     return RSL_OK;
 }
 
-static int write_full(int fd, const uint8_t *p, size_t len)
+/* Read exactly len bytes: 1 on success, 0 on early EOF, -1 on error. */
+static int read_exact(int fd, uint8_t *p, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Read exactly len bytes; 1 on success, 0 on early EOF, -1 on error. */
-static int read_full(int fd, uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (n == 0)
-            return 0;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 1;
+    size_t got = 0;
+    if (rsl_read_full(fd, p, len, &got) != 0)
+        return -1;
+    return got == len ? 1 : 0;
 }
 
 static void checksum(const uint8_t header[AGENT_SPOOL_HEADER_BYTES], const uint8_t *payload,
@@ -327,7 +303,7 @@ int agent_spool_append(struct agent_spool *s, uint64_t sequence, const uint8_t *
         goto out;
     }
     created = true;
-    if (write_full(fd, header, sizeof(header)) != 0 || write_full(fd, data, len) != 0 ||
+    if (rsl_write_full(fd, header, sizeof(header)) != 0 || rsl_write_full(fd, data, len) != 0 ||
         fsync(fd) != 0) {
         rc = rsl_error_set(err, errno_code(errno), "%s/tmp/%s: %s", s->path, name,
                            strerror(errno));
@@ -413,7 +389,7 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
         why = "shorter than the entry header";
         goto out;
     }
-    int r = read_full(fd, header, sizeof(header));
+    int r = read_exact(fd, header, sizeof(header));
     if (r < 0) {
         rc = rsl_error_set(err, RSL_EIO, "%s/pending/%s: %s", s->path, name, strerror(errno));
         goto out;
@@ -438,7 +414,7 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
         rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
         goto out;
     }
-    r = read_full(fd, buf, (size_t)plen);
+    r = read_exact(fd, buf, (size_t)plen);
     if (r < 0) {
         rc = rsl_error_set(err, RSL_EIO, "%s/pending/%s: %s", s->path, name, strerror(errno));
         goto out;

@@ -144,17 +144,9 @@ static int curve_load(const char *path, bool secret, char out[RSL_Z85_KEY_LEN + 
     int fd = key_file_open(path, secret, err);
     if (fd < 0)
         return fd;
-    while (len < CURVE_FILE_READ_MAX) {
-        ssize_t n = read(fd, buf + len, CURVE_FILE_READ_MAX - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
+    if (rsl_read_full(fd, buf, CURVE_FILE_READ_MAX, &len) != 0) {
+        rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
+        goto out;
     }
     buf[len] = '\0';
     if (len > 0 && buf[len - 1] == '\n')

@@ -34,21 +34,6 @@
 #define LF_MAX_FIELDS 4
 #define LF_SHOW_MAX 48 /* characters of a bad field quoted in a message */
 
-/* A bad field as it may be shown in a one-line message: at most
- * LF_SHOW_MAX characters, control characters replaced, "..." when cut. */
-static const char *lf_show(const char *s, char out[LF_SHOW_MAX + 4])
-{
-    size_t i = 0;
-    for (; s[i] != '\0' && i < LF_SHOW_MAX; i++)
-        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-    if (s[i] != '\0') {
-        memcpy(out + i, "...", 3);
-        i += 3;
-    }
-    out[i] = '\0';
-    return out;
-}
-
 static bool lf_all_digits(const char *s)
 {
     if (*s == '\0')
@@ -109,13 +94,13 @@ static int lf_parse_line(char *line, const char *origin, int lineno, struct rsl_
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: bad indicator id '%s' (lowercase letters, digits, '_' and "
                              "'.', starting with a letter, at most %d)",
-                             origin, lineno, lf_show(fields[0], shown), RSL_INDICATOR_ID_MAX);
+                             origin, lineno, rsl_text_show(fields[0], shown, sizeof(shown)), RSL_INDICATOR_ID_MAX);
     /* rsl_valid_indicator_id bounds the length; the copy always fits. */
     snprintf(sample->indicator, sizeof(sample->indicator), "%s", fields[0]);
 
     if (rsl_parse_double(fields[1], &sample->value) != RSL_OK)
         return rsl_error_set(err, RSL_EPARSE, "%s:%d: %s: value is not a finite number: '%s'",
-                             origin, lineno, sample->indicator, lf_show(fields[1], shown));
+                             origin, lineno, sample->indicator, rsl_text_show(fields[1], shown, sizeof(shown)));
 
     size_t next = 2;
     if (n > next && !lf_all_digits(fields[next])) {
@@ -123,7 +108,7 @@ static int lf_parse_line(char *line, const char *origin, int lineno, struct rsl_
             return rsl_error_set(err, RSL_EPARSE,
                                  "%s:%d: %s: bad unit '%s' (letters, digits and _%%/.-, at most "
                                  "%d)",
-                                 origin, lineno, sample->indicator, lf_show(fields[next], shown),
+                                 origin, lineno, sample->indicator, rsl_text_show(fields[next], shown, sizeof(shown)),
                                  RSL_UNIT_MAX);
         snprintf(sample->unit, sizeof(sample->unit), "%s", fields[next]);
         next++;
@@ -132,7 +117,7 @@ static int lf_parse_line(char *line, const char *origin, int lineno, struct rsl_
         if (lf_parse_time(fields[next], &sample->observed_at_ms) != RSL_OK)
             return rsl_error_set(err, RSL_EPARSE,
                                  "%s:%d: %s: observed_at_ms must be unix milliseconds > 0: '%s'",
-                                 origin, lineno, sample->indicator, lf_show(fields[next], shown));
+                                 origin, lineno, sample->indicator, rsl_text_show(fields[next], shown, sizeof(shown)));
         next++;
     }
     if (n > next) /* e.g. "<id> <value> <ms> <extra>" */

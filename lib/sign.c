@@ -79,28 +79,15 @@ static int read_pem_file(const char *path, char *buf, size_t cap, size_t *len,
         rc = rsl_error_set(err, RSL_EPARSE, "%s: not a regular file", path);
         goto out;
     }
-    for (;;) {
-        if (used == cap - 1) {
-            /* One more byte would overflow our bound: the file is too big. */
-            char probe;
-            ssize_t extra = read(fd, &probe, 1);
-            if (extra > 0) {
-                rc = rsl_error_set(err, RSL_ETOOBIG, "%s: larger than %zu bytes, not a key file",
-                                   path, cap - 1);
-                goto out;
-            }
-            break;
-        }
-        ssize_t n = read(fd, buf + used, cap - 1 - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
+    /* Read one byte more than fits: if it arrives, the file is too big. */
+    if (rsl_read_full(fd, buf, cap, &used) != 0) {
+        rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (used == cap) {
+        rc = rsl_error_set(err, RSL_ETOOBIG, "%s: larger than %zu bytes, not a key file", path,
+                           cap - 1);
+        goto out;
     }
     buf[used] = '\0';
     *len = used;

@@ -35,20 +35,6 @@
 
 /* ---- messages ----------------------------------------------------------- */
 
-/* A bad value as it may be shown in a one-line message: at most SHOW_MAX
- * characters, control characters replaced, "..." when cut. */
-static const char *tax_show(const char *s, char out[SHOW_MAX + 4])
-{
-    size_t i = 0;
-    for (; s[i] != '\0' && i < SHOW_MAX; i++)
-        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-    if (s[i] != '\0') {
-        memcpy(out + i, "...", 3);
-        i += 3;
-    }
-    out[i] = '\0';
-    return out;
-}
 
 /* ---- RFC 4180 reader ---------------------------------------------------- */
 
@@ -271,7 +257,7 @@ static int csv_header(struct csv_reader *rd, struct csv_row *row, struct csv_col
             char shown[SHOW_MAX + 4];
             if (strcmp(csv_field(row, j), h) == 0)
                 return rsl_error_set(err, RSL_EPARSE, "%s:%d: duplicate column '%s'", rd->name,
-                                     row->line, tax_show(h, shown));
+                                     row->line, rsl_text_show(h, shown, sizeof(shown)));
         }
         for (size_t c = 0; c < n_cols; c++)
             if (strcmp(cols[c].name, h) == 0)
@@ -370,16 +356,16 @@ static int indicator_from_row(const struct csv_reader *rd, const struct csv_row 
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'id': not a valid indicator id (lowercase letters, "
                              "digits, '_' and '.', starting with a letter, at most %d): '%s'",
-                             rd->name, row->line, RSL_INDICATOR_ID_MAX, tax_show(id, shown));
+                             rd->name, row->line, RSL_INDICATOR_ID_MAX, rsl_text_show(id, shown, sizeof(shown)));
     if (!valid_requirement(req))
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'requirement': expected BR1..BR7 or X: '%s'",
-                             rd->name, row->line, tax_show(req, shown));
+                             rd->name, row->line, rsl_text_show(req, shown, sizeof(shown)));
     if (!rsl_valid_unit(unit))
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'unit': not a valid unit (letters, digits and _%%/.-, "
                              "at most %d): '%s'",
-                             rd->name, row->line, RSL_UNIT_MAX, tax_show(unit, shown));
+                             rd->name, row->line, RSL_UNIT_MAX, rsl_text_show(unit, shown, sizeof(shown)));
     if (strcmp(dir, "higher_is_better") == 0)
         ind->direction = RSL_HIGHER_IS_BETTER;
     else if (strcmp(dir, "lower_is_better") == 0)
@@ -388,31 +374,31 @@ static int indicator_from_row(const struct csv_reader *rd, const struct csv_row 
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'direction': expected higher_is_better or "
                              "lower_is_better: '%s'",
-                             rd->name, row->line, tax_show(dir, shown));
+                             rd->name, row->line, rsl_text_show(dir, shown, sizeof(shown)));
     if (rsl_parse_double(amber, &ind->amber) != RSL_OK)
         return rsl_error_set(err, RSL_EPARSE, "%s:%d: column 'amber': not a number: '%s'",
-                             rd->name, row->line, tax_show(amber, shown));
+                             rd->name, row->line, rsl_text_show(amber, shown, sizeof(shown)));
     if (rsl_parse_double(red, &ind->red) != RSL_OK)
         return rsl_error_set(err, RSL_EPARSE, "%s:%d: column 'red': not a number: '%s'",
-                             rd->name, row->line, tax_show(red, shown));
+                             rd->name, row->line, rsl_text_show(red, shown, sizeof(shown)));
     /* Equal thresholds are allowed: the indicator then has no amber band. */
     if (ind->direction == RSL_HIGHER_IS_BETTER && !(ind->red <= ind->amber))
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: thresholds out of order for higher_is_better: red (%s) must "
                              "be <= amber (%s)",
-                             rd->name, row->line, tax_show(red, shown), tax_show(amber, shown2));
+                             rd->name, row->line, rsl_text_show(red, shown, sizeof(shown)), rsl_text_show(amber, shown2, sizeof(shown2)));
     if (ind->direction == RSL_LOWER_IS_BETTER && !(ind->amber <= ind->red))
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: thresholds out of order for lower_is_better: amber (%s) must "
                              "be <= red (%s)",
-                             rd->name, row->line, tax_show(amber, shown), tax_show(red, shown2));
+                             rd->name, row->line, rsl_text_show(amber, shown, sizeof(shown)), rsl_text_show(red, shown2, sizeof(shown2)));
     size_t m = 0;
     while (m < sizeof(method_names) / sizeof(method_names[0]) && strcmp(method, method_names[m]) != 0)
         m++;
     if (m == sizeof(method_names) / sizeof(method_names[0]))
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'method': expected sum, mean, median, min or max: '%s'",
-                             rd->name, row->line, tax_show(method, shown));
+                             rd->name, row->line, rsl_text_show(method, shown, sizeof(shown)));
     ind->method = (enum rsl_method)m;
     int64_t hours = MAX_AGE_HOURS_DEFAULT;
     if (age[0] != '\0') {
@@ -424,7 +410,7 @@ static int indicator_from_row(const struct csv_reader *rd, const struct csv_row 
             return rsl_error_set(err, RSL_EPARSE,
                                  "%s:%d: column 'max_age_hours': expected whole hours 1..%d or "
                                  "empty: '%s'",
-                                 rd->name, row->line, MAX_AGE_HOURS_MAX, tax_show(age, shown));
+                                 rd->name, row->line, MAX_AGE_HOURS_MAX, rsl_text_show(age, shown, sizeof(shown)));
     }
     ind->max_age_ms = hours * 3600 * 1000;
     snprintf(ind->requirement, sizeof(ind->requirement), "%s", req);
@@ -572,7 +558,7 @@ static int nation_from_row(const struct csv_reader *rd, const struct csv_row *ro
         return rsl_error_set(err, RSL_EPARSE,
                              "%s:%d: column 'code': expected 3 uppercase letters (ISO 3166-1 "
                              "alpha-3): '%s'",
-                             rd->name, row->line, tax_show(code, shown));
+                             rd->name, row->line, rsl_text_show(code, shown, sizeof(shown)));
     if (name[0] == '\0')
         return rsl_error_set(err, RSL_EPARSE, "%s:%d: column 'name': empty", rd->name, row->line);
     /* Exactly yes|no as shipped: "true"/"1" would hint at a different
@@ -583,7 +569,7 @@ static int nation_from_row(const struct csv_reader *rd, const struct csv_row *ro
         nation->eu_member = false;
     else
         return rsl_error_set(err, RSL_EPARSE, "%s:%d: column 'eu_member': expected yes or no: '%s'",
-                             rd->name, row->line, tax_show(eu, shown));
+                             rd->name, row->line, rsl_text_show(eu, shown, sizeof(shown)));
     memcpy(nation->code, code, 4);
     nation->name = strdup(name);
     if (nation->name == NULL)

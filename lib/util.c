@@ -68,7 +68,7 @@ int rsl_fsync_dir(const char *dir, struct rsl_error *err)
     return rc;
 }
 
-static int write_full(int fd, const void *data, size_t len)
+int rsl_write_full(int fd, const void *data, size_t len)
 {
     const uint8_t *p = data;
     while (len > 0) {
@@ -82,6 +82,44 @@ static int write_full(int fd, const void *data, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+int rsl_read_full(int fd, void *buf, size_t len, size_t *got)
+{
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = read(fd, p + done, len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            *got = done;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    *got = done;
+    return 0;
+}
+
+const char *rsl_text_show(const char *s, char *out, size_t outlen)
+{
+    if (outlen < 5) {
+        if (outlen > 0)
+            out[0] = '\0';
+        return out;
+    }
+    size_t limit = outlen - 4, i = 0;
+    for (; s[i] != '\0' && i < limit; i++)
+        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    if (s[i] != '\0') {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = '\0';
+    return out;
 }
 
 int rsl_file_write_atomic(const char *path, const void *data, size_t len, int mode,
@@ -101,7 +139,7 @@ int rsl_file_write_atomic(const char *path, const void *data, size_t len, int mo
         rc = rsl_error_set(err, RSL_EIO, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (fchmod(fd, (mode_t)mode) != 0 || write_full(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fchmod(fd, (mode_t)mode) != 0 || rsl_write_full(fd, data, len) != 0 || fsync(fd) != 0) {
         rc = rsl_error_set(err, errno == ENOSPC ? RSL_ENOSPC : RSL_EIO, "%s: %s", tmp,
                            strerror(errno));
         goto out;

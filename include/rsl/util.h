@@ -71,6 +71,19 @@ void rsl_sha256(const void *data, size_t len, uint8_t out[32]);
 bool rsl_consttime_equal(const void *a, const void *b, size_t len);
 void rsl_secure_zero(void *p, size_t len);
 
+/* Write all `len` bytes to fd, retrying on EINTR and short writes: 0, or -1
+ * with errno set. */
+int rsl_write_full(int fd, const void *data, size_t len);
+
+/* Read from fd until EOF or until `len` bytes; *got says how many arrived.
+ * 0, or -1 with errno set. */
+int rsl_read_full(int fd, void *buf, size_t len, size_t *got);
+
+/* A piece of untrusted text as it may be quoted in a one-line message: at
+ * most outlen-4 characters, control characters replaced by '?', "..." when
+ * cut. Returns out. */
+const char *rsl_text_show(const char *s, char *out, size_t outlen);
+
 /* Copy a NUL-terminated string, truncation is an error (RSL_ETOOBIG). */
 int rsl_strlcpy(char *dst, const char *src, size_t dstlen);
 
