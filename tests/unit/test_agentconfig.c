@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,14 +39,6 @@ struct cfg_state {
     char path[128];      /* <dir>/agent.conf */
     char server_key[41];
 };
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -69,7 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct cfg_state *s = *state;
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(s->dir);
     free(s);
     return 0;
 }

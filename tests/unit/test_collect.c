@@ -25,6 +25,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -67,14 +69,6 @@ struct collect_state {
     char *log;                 /* captured stderr after log_stop */
 };
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct collect_state *s = calloc(1, sizeof(*s));
@@ -103,7 +97,7 @@ static int teardown(void **state)
     free(s->log);
     free(s->cfg->collectors);
     free(s->cfg);
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(s->dir);
     free(s);
     return 0;
 }

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,14 +53,6 @@ struct run {
     char *err; /* everything written to stderr */
 };
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -73,7 +67,7 @@ static int setup(void **state)
     if (rsl_taxonomy_load(RSL_SHARE_DIR "/indicators.csv", RSL_SHARE_DIR "/nations.csv", &f->tax,
                           &err) != RSL_OK) {
         fprintf(stderr, "taxonomy: %s\n", err.text);
-        nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+        rsl_test_rmtree(f->dir);
         free(f);
         return -1;
     }
@@ -85,7 +79,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     rsl_taxonomy_free(&f->tax);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(f->dir);
     free(f);
     return 0;
 }

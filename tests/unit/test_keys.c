@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
@@ -32,14 +34,6 @@ struct keys_state {
     char dir[64];
 };
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct keys_state *s = calloc(1, sizeof(*s));
@@ -55,7 +49,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct keys_state *s = *state;
-    nftw(s->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(s->dir);
     free(s);
     return 0;
 }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +27,6 @@ struct seq_state {
     char dir[64];
     char path[128];
 };
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -50,7 +44,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct seq_state *s = *state;
-    nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(s->dir);
     free(s);
     return 0;
 }

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -64,14 +66,6 @@ static void write_file(const char *path, const char *text, mode_t mode)
     close(fd);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct sign_state *s = calloc(1, sizeof(*s));
@@ -89,7 +83,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct sign_state *s = *state;
-    nftw(s->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(s->dir);
     free(s);
     return 0;
 }
