@@ -217,8 +217,10 @@ void agent_daemon_free(struct agent_daemon **daemon)
     free(d->items);
     if (d->sigfd >= 0)
         close(d->sigfd);
-    if (d->mask_set)
-        sigprocmask(SIG_SETMASK, &d->old_mask, NULL);
+    /* The stop signals stay blocked: restoring the old mask here would let a
+     * second SIGTERM that arrives during shutdown kill the process with a
+     * non-zero status (seen with Ctrl-C followed by a service manager's
+     * SIGTERM). The process is about to exit anyway. */
     free(d);
     *daemon = NULL;
 }

@@ -344,8 +344,8 @@ static void test_z85_every_character(void **state)
         assert_true(rsl_z85_key_valid(keys[k]));
         uint8_t raw[32];
         assert_non_null(zmq_z85_decode(raw, keys[k]));
-        char text[64];
-        snprintf(text, sizeof(text), "%s\n", keys[k]);
+        char text[RSL_Z85_KEY_LEN + 8];
+        snprintf(text, sizeof(text), "%.40s\n", keys[k]);
         path_in(s->dir, "all.key", path, sizeof(path));
         write_file(path, text, strlen(text), 0600);
         assert_int_equal(rsl_curve_load_secret(path, out, &err), RSL_OK);
