@@ -36,6 +36,9 @@
 #define MAX_TOKENS 1024
 #define MAX_PARTNERS 256
 #define MAX_PARTNER_INCLUDE 1024
+/* A clock more than a day ahead is broken, not skewed; a larger limit would
+ * let one report pin its values as "latest" for that long. */
+#define MAX_FUTURE_SKEW_MS_MAX (24 * 60 * 60 * 1000LL)
 
 /* Bits for "this key was seen in this section" (duplicate detection and
  * required-key checks). One word per fixed section is plenty. */
@@ -467,10 +470,12 @@ static int ingest_key(struct load_ctx *ctx, const char *key, const char *value,
     if (strcmp(key, "max_future_skew") == 0) {
         if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_SKEW, key, "ingest", err)) != RSL_OK)
             return rc;
-        if (rsl_parse_duration_ms(value, &cfg->max_future_skew_ms) != RSL_OK)
+        int64_t skew;
+        if (rsl_parse_duration_ms(value, &skew) != RSL_OK || skew > MAX_FUTURE_SKEW_MS_MAX)
             return rsl_error_set(err, RSL_ECONFIG,
-                                 "max_future_skew: '%s' is not a duration (e.g. 300, 5m)",
-                                 value);
+                                 "max_future_skew: '%s' is not a duration of at most 1d "
+                                 "(e.g. 300, 5m)", value);
+        cfg->max_future_skew_ms = skew;
         return RSL_OK;
     }
     return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [ingest]", key);

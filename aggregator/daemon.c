@@ -2,7 +2,8 @@
  * daemon.c - resilience-aggregator: options, start-up, signals, shutdown.
  *
  * Start-up order (each step needs the ones before it):
- *   config (+ taxonomy) -> registry -> store open (quick_check) ->
+ *   config (+ taxonomy) -> registry -> private key files (mode, format) ->
+ *   store open (quick_check) ->
  *   ZAP handler + ingest ROUTER (agg_ingest_start) -> HTTPS ->
  *   log "ready" + sd_notify READY=1.
  * Any failure logs one line and exits 1, stopping what already runs.
@@ -10,6 +11,7 @@
  * Signals: SIGTERM, SIGINT and SIGHUP are blocked before any thread starts
  * (threads inherit the mask), so only the main thread receives them, with
  * sigwait: no async-signal-safety puzzles, no handler racing the threads.
+ * SIGHUP reloads the registry (swapped atomically in its holder).
  * SIGPIPE is ignored: a peer hanging up must never kill the daemon.
  *
  * Shutdown: HTTPS first (stop reading the store), then ingest (finishes the
@@ -54,8 +56,7 @@ static void usage(FILE *out)
             "  -h, --help          show this help and exit\n"
             "  -V, --version       show the version and exit\n"
             "\n"
-            "Signals: SIGTERM/SIGINT stop cleanly; SIGHUP is reserved for reloading the\n"
-            "registry.\n",
+            "Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the agent registry.\n",
             AGG_PROGRAM, AGG_DEFAULT_CONFIG);
 }
 
@@ -72,6 +73,51 @@ static int load_registry(const struct agg_config *cfg, struct agg_registry_holde
     if (rc != RSL_OK)
         return rsl_error_set(err, rc, "registry: out of memory");
     return RSL_OK;
+}
+
+/* The private key files the daemon will read, in the order it reads them:
+ * its CURVE secret (ingest), its signing key (partner releases; checked if
+ * present, since releases are not built yet) and the TLS key (HTTPS). */
+enum { KEY_CURVE, KEY_SIGN, KEY_TLS, KEY_COUNT };
+
+/* Check one of them: present (sign.key: if present), a regular file, mode
+ * without group/other bits, and for curve.key a valid Z85 secret. The
+ * message names the file. run() calls this for every key before it
+ * creates the store or binds anything, so a group-readable key stops
+ * start-up with nothing started; --check-config reports each problem. */
+static int check_private_key(const struct agg_config *cfg, int which, struct rsl_error *err)
+{
+    char path[AGG_PATH_MAX + 16];
+    char secret[RSL_Z85_KEY_LEN + 1];
+    int rc;
+    switch (which) {
+    case KEY_CURVE:
+        if (rsl_keys_path(cfg->keys_dir, "curve.key", path, sizeof(path)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "%s: [ingest] keys: path too long", cfg->path);
+        rc = rsl_curve_load_secret(path, secret, err);
+        rsl_secure_zero(secret, sizeof(secret));
+        if (rc != RSL_OK)
+            rsl_error_prefix(err, "%s: [ingest] keys", cfg->path);
+        return rc;
+    case KEY_SIGN:
+        if (rsl_keys_path(cfg->keys_dir, "sign.key", path, sizeof(path)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "%s: [ingest] keys: path too long", cfg->path);
+        rc = rsl_key_file_check_private(path, err);
+        if (rc == RSL_ENOENT) {
+            rsl_error_clear(err);
+            return RSL_OK;
+        }
+        if (rc != RSL_OK)
+            rsl_error_prefix(err, "%s: [ingest] keys", cfg->path);
+        return rc;
+    case KEY_TLS:
+        rc = rsl_key_file_check_private(cfg->https_key, err);
+        if (rc != RSL_OK)
+            rsl_error_prefix(err, "%s: [https] key", cfg->path);
+        return rc;
+    default:
+        return rsl_error_set(err, RSL_EINVAL, "check_private_key: %d", which);
+    }
 }
 
 int agg_daemon_check_config(const char *path)
@@ -93,24 +139,15 @@ int agg_daemon_check_config(const char *path)
         fprintf(stderr, "%s\n", err.text);
         problems++;
     }
-    char keyfile[AGG_PATH_MAX + 16];
-    char secret[RSL_Z85_KEY_LEN + 1];
-    rsl_error_clear(&err);
-    if (rsl_keys_path(cfg->keys_dir, "curve.key", keyfile, sizeof(keyfile)) != RSL_OK) {
-        fprintf(stderr, "%s: [ingest] keys: path too long\n", path);
-        problems++;
-    } else if (rsl_curve_load_secret(keyfile, secret, &err) != RSL_OK) {
-        fprintf(stderr, "%s: [ingest] keys: %s\n", path, err.text);
-        problems++;
+    for (int which = 0; which < KEY_COUNT; which++) {
+        rsl_error_clear(&err);
+        if (check_private_key(cfg, which, &err) != RSL_OK) {
+            fprintf(stderr, "%s\n", err.text);
+            problems++;
+        }
     }
-    rsl_secure_zero(secret, sizeof(secret));
     if (access(cfg->https_cert, R_OK) != 0) {
         fprintf(stderr, "%s: [https] cert: %s: %s\n", path, cfg->https_cert, strerror(errno));
-        problems++;
-    }
-    rsl_error_clear(&err);
-    if (rsl_key_file_check_private(cfg->https_key, &err) != RSL_OK) {
-        fprintf(stderr, "%s: [https] key: %s\n", path, err.text);
         problems++;
     }
 
@@ -122,9 +159,30 @@ int agg_daemon_check_config(const char *path)
     return 0;
 }
 
-/* Wait for a stop signal; SIGHUP is acknowledged and otherwise ignored for
- * now (registry reload comes with the holder swap). */
-static void wait_for_stop(const sigset_t *set)
+/* SIGHUP (ARCHITECTURE section 3): load the registry file again and, only
+ * if it is valid as a whole, make it current. The ZAP handler and the
+ * ingest thread take a reference per handshake / per batch, so the swap
+ * needs no pause and drops no connection; a broken file keeps the running
+ * registry and says why. Connections admitted earlier keep their ZAP user
+ * id, but every report is checked against the new registry (a removed
+ * agent or a revoked key is refused from the next batch on). */
+static void reload_registry(const struct agg_config *cfg, struct agg_registry_holder *holder)
+{
+    struct rsl_error err;
+    struct agg_registry *reg = NULL;
+    rsl_error_clear(&err);
+    if (agg_registry_load(cfg->registry_path, cfg->taxonomy, &reg, &err) != RSL_OK) {
+        RSL_ERR("main", "SIGHUP: registry not reloaded, keeping the current one: %s", err.text);
+        return;
+    }
+    size_t n = agg_registry_count(reg);
+    agg_registry_holder_swap(holder, &reg);
+    RSL_NOTICE("main", "SIGHUP: registry %s reloaded: %zu agents", cfg->registry_path, n);
+}
+
+/* Wait for a stop signal, reloading the registry on each SIGHUP. */
+static void wait_for_stop(const sigset_t *set, const struct agg_config *cfg,
+                          struct agg_registry_holder *registry)
 {
     for (;;) {
         int sig = 0;
@@ -134,7 +192,7 @@ static void wait_for_stop(const sigset_t *set)
             return;
         }
         if (sig == SIGHUP) {
-            RSL_NOTICE("main", "SIGHUP: reload not supported yet");
+            reload_registry(cfg, registry);
             continue;
         }
         RSL_NOTICE("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -177,6 +235,10 @@ static int run(const char *path)
                  agg_registry_count(reg));
         agg_registry_release(&reg);
     }
+    /* Key files before the store: a refusal must leave no file behind. */
+    for (int which = 0; which < KEY_COUNT; which++)
+        if (check_private_key(cfg, which, &err) != RSL_OK)
+            goto fail;
     if (agg_store_open(cfg->store_path, false, &store, &err) != RSL_OK)
         goto fail;
     if (agg_ingest_start(cfg, registry, &store, &ingest, &err) != RSL_OK)
@@ -188,7 +250,7 @@ static int run(const char *path)
                cfg->n_bind > 1 ? " (and more)" : "", cfg->https_host, agg_http_port(http));
     sd_notify(0, "READY=1");
 
-    wait_for_stop(&set);
+    wait_for_stop(&set, cfg, registry);
     sd_notify(0, "STOPPING=1");
     status = 0;
     goto out;

@@ -415,6 +415,18 @@ int agg_store_begin(struct agg_store *st, struct rsl_error *err)
         return rsl_error_set(err, RSL_EINVAL, "store %s: opened read-only", st->path);
     if (st->in_transaction)
         return rsl_error_set(err, RSL_EINVAL, "store %s: transaction already open", st->path);
+    /* A transaction SQLite still holds although we closed ours (a ROLLBACK
+     * that itself failed after an I/O error) would make every BEGIN from
+     * now on fail with "cannot start a transaction within a transaction",
+     * i.e. RETRY_LATER for every report forever. Clear it first; what it
+     * held was never acknowledged. */
+    if (sqlite3_get_autocommit(st->db) == 0) {
+        sqlite3_stmt *s = st->stmt[ST_ROLLBACK];
+        int rrc = sqlite3_step(s);
+        stmt_done(s);
+        if (rrc != SQLITE_DONE && sqlite3_get_autocommit(st->db) == 0)
+            return store_fail(st, rrc, err, "rolling back an abandoned transaction");
+    }
     int rc = exec_simple(st, ST_BEGIN, err);
     if (rc == RSL_OK)
         st->in_transaction = true;
@@ -445,6 +457,8 @@ void agg_store_rollback(struct agg_store *st)
         sqlite3_step(s);
         stmt_done(s);
     }
+    /* If the ROLLBACK failed too, agg_store_begin finds the transaction
+     * still open and retries it before starting the next one. */
     st->in_transaction = false;
 }
 

@@ -16,10 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "aggregator/config.h"
+#include "aggregator/daemon.h"
 #include "aggregator/registry.h"
+#include "rsl/keys.h"
 #include "rsl/sign.h"
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"
@@ -365,6 +368,9 @@ static void test_config_bad_values(void **state)
         {"max_message_bytes = 12\n", "max_message_bytes: '12'"},
         {"max_message_bytes = -5\n", "max_message_bytes"},
         {"max_future_skew = soon\n", "max_future_skew: 'soon'"},
+        /* Would overflow created_at + skew; a day is the ceiling. */
+        {"max_future_skew = 9223372036854775807ms\n", "max_future_skew: '9223372036854775807ms'"},
+        {"max_future_skew = 25h\n", "at most 1d"},
         {"keys =\n", "keys: empty path"},
     };
     for (size_t i = 0; i < sizeof(ingest_cases) / sizeof(ingest_cases[0]); i++) {
@@ -682,6 +688,49 @@ static void test_registry_holder_swap(void **state)
     agg_registry_holder_free(&h); /* NULL-safe */
 }
 
+/* --check-config (agg_daemon_check_config, which run() shares for the key
+ * files): every private key the daemon will read - curve.key, sign.key if
+ * present, the TLS key - is refused when group or others may read it. */
+static void test_check_config_private_keys(void **state)
+{
+    struct fixture *f = *state;
+    char keys[160], path[192], text[1024];
+    snprintf(keys, sizeof(keys), "%s/keys", f->dir);
+    assert_int_equal(rsl_keys_generate(keys, &f->err), RSL_OK);
+    snprintf(path, sizeof(path), "%s/tls", f->dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/tls/server.crt", f->dir);
+    write_file(path, "not checked here beyond being readable\n");
+    snprintf(path, sizeof(path), "%s/tls/server.key", f->dir);
+    write_file(path, "secret\n");
+    assert_int_equal(chmod(path, 0600), 0);
+    write_file(f->registry, "; no agents yet\n");
+    snprintf(text, sizeof(text),
+             "[ingest]\nkeys = keys\nregistry = agents.conf\nmax_future_skew = 1d\n"
+             "[store]\npath = store.db\n"
+             "[https]\ncert = tls/server.crt\nkey = tls/server.key\n" TAXONOMY_LINE);
+    write_file(f->conf, text);
+    assert_int_equal(agg_daemon_check_config(f->conf), 0);
+
+    static const char *const private_files[] = {"keys/curve.key", "keys/sign.key",
+                                                "tls/server.key"};
+    for (size_t i = 0; i < sizeof(private_files) / sizeof(private_files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", f->dir, private_files[i]);
+        assert_int_equal(chmod(path, 0640), 0);
+        if (agg_daemon_check_config(f->conf) != 1)
+            fail_msg("%s with mode 0640 was accepted", private_files[i]);
+        assert_int_equal(chmod(path, 0600), 0);
+    }
+    /* sign.key is optional until partner releases exist; its absence is fine. */
+    snprintf(path, sizeof(path), "%s/keys/sign.key", f->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(agg_daemon_check_config(f->conf), 0);
+    /* Nothing was created by checking. */
+    snprintf(path, sizeof(path), "%s/store.db", f->dir);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,6 +750,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry_duplicate_curve_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_holder_swap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_config_private_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
