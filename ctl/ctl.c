@@ -128,14 +128,23 @@ static void print_command_help(FILE *f, const struct ctl_command *cmd)
     fprintf(f, "  %-26s %s\n", "--help", "show this help");
 }
 
+/* Format an error message into one line: values given by the user are
+ * echoed in messages, and a newline in them must not split the line. */
+static void ctl_vline(char *line, size_t len, const char *fmt, va_list ap)
+{
+    char raw[1024];
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    rsl_text_show(raw, line, len);
+}
+
 int ctl_fail(const struct ctl_ctx *ctx, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(ctx->err, "%s: ", CTL_PROGRAM);
+    char line[1024];
     va_start(ap, fmt);
-    vfprintf(ctx->err, fmt, ap);
+    ctl_vline(line, sizeof(line), fmt, ap);
     va_end(ap);
-    fputc('\n', ctx->err);
+    fprintf(ctx->err, "%s: %s\n", CTL_PROGRAM, line);
     return CTL_EXIT_FAILURE;
 }
 
@@ -143,10 +152,12 @@ int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
 {
     va_list ap;
     const char *name = ctx->command != NULL ? ctx->command->name : NULL;
-    fprintf(ctx->err, "%s%s%s: ", CTL_PROGRAM, name != NULL ? " " : "", name != NULL ? name : "");
+    char line[1024];
     va_start(ap, fmt);
-    vfprintf(ctx->err, fmt, ap);
+    ctl_vline(line, sizeof(line), fmt, ap);
     va_end(ap);
+    fprintf(ctx->err, "%s%s%s: %s", CTL_PROGRAM, name != NULL ? " " : "", name != NULL ? name : "",
+            line);
     fprintf(ctx->err, " (see %s%s%s --help)\n", CTL_PROGRAM, name != NULL ? " " : "",
             name != NULL ? name : "");
     return CTL_EXIT_USAGE;
