@@ -5,23 +5,44 @@
  * The set is driven by the daemon's single poll loop:
  *   agent_collectors_tick()        start runs that are due, enforce timeouts
  *   agent_collectors_poll_fill()   the file descriptors running collectors
- *                                  need watched (exec: stdout, stderr, pidfd)
+ *                                  need watched (exec: stdout, stderr, pidfd;
+ *                                  http: libcurl's sockets)
  *   agent_collectors_poll_handle() after zmq_poll: read what is ready
  *   agent_collectors_next_deadline() when tick must run again
  * Each finished run that produced measurements is handed to the result
  * callback once, with all its samples: one report per run.
  *
- * Types: `static` delivers its one configured measurement synchronously;
- * `exec` forks /bin/sh -c COMMAND as the leader of a new process group,
- * reads its stdout (at most AGENT_EXEC_OUTPUT_MAX bytes) and stderr (logged
- * line by line at warning) non-blockingly, and on timeout kills the whole
- * group. Each type is a small table of functions in collect.c, so types that
- * need other descriptors (http via libcurl's multi interface) slot in the
- * same way.
+ * Types:
+ *   static  delivers its one configured measurement synchronously;
+ *   exec    spawns /bin/sh -c COMMAND as the leader of a new process group,
+ *           reads its stdout (at most AGENT_EXEC_OUTPUT_MAX bytes) and
+ *           stderr (logged line by line at warning) non-blockingly, and on
+ *           timeout kills the whole group;
+ *   file    reads a drop folder (node_exporter textfile style): every
+ *           *.prom, *.txt and *.rsl regular file in the line format, each
+ *           written by atomic rename; a file whose mtime is older than
+ *           max_age is stale and skipped, a file that does not parse is
+ *           skipped with FILE:LINE in the log, the rest make the report;
+ *           samples without a time are stamped with their file's mtime;
+ *   http    GETs a URL through libcurl's multi interface, whose sockets
+ *           and timer join the same poll (no thread, no blocking): the body
+ *           (at most AGENT_HTTP_BODY_MAX) is the line format or a flat JSON
+ *           object (jsonbody.h). libcurl is initialised only when an http
+ *           collector exists.
+ * Each type is a small table of functions in collect.c.
+ *
+ * Every failed run, stale file or bad file is logged. A problem that
+ * repeats run after run is logged at its level (warning, error) the first
+ * time and at info afterwards, so `journalctl -p warning` shows each
+ * problem once even for a collector running every second; a change
+ * (another file, a new mtime, another error) is logged at its level again.
  *
  * The set borrows the config (it must outlive the set). Single-threaded.
  * Child processes inherit no descriptors but stdio, an empty signal mask and
- * default SIGPIPE handling, whatever the daemon has blocked or ignored.
+ * default signal dispositions (SIGPIPE included), whatever the daemon has
+ * blocked or ignored - except glibc's two internal signals (32 and 33),
+ * which its posix_spawn leaves ignored; programs that use them (glibc's own
+ * thread cancellation and setxid) install their handlers themselves.
  */
 #ifndef AGENT_COLLECT_H
 #define AGENT_COLLECT_H
@@ -38,6 +59,9 @@
 
 /* More stdout than this from one exec run is an error (no measurements). */
 #define AGENT_EXEC_OUTPUT_MAX (64 * 1024)
+/* Larger drop files are skipped; larger HTTP bodies fail the run. */
+#define AGENT_FILE_MAX_BYTES (1024 * 1024)
+#define AGENT_HTTP_BODY_MAX (1024 * 1024)
 /* Longer stderr lines are logged in pieces of this size. */
 #define AGENT_EXEC_STDERR_LINE_MAX 512
 
@@ -50,9 +74,15 @@ typedef void (*agent_collect_fn)(void *ctx, const struct agent_collector_config 
                                  const struct rsl_sample *samples, size_t n,
                                  int64_t collected_at_ms);
 
-/* A set for every collector in cfg, all due at the first tick. */
+/* A set for every collector in cfg, all due at the first tick. Reads the
+ * http collectors' bearer token files (refused when group/world readable):
+ * errors name the collector and the file. */
 int agent_collectors_new(const struct agent_config *cfg, agent_collect_fn fn, void *ctx,
                          struct agent_collectors **out, struct rsl_error *err);
+
+/* What agent_collectors_new checks beyond the config (token files), for
+ * --check-config: builds a set and frees it. */
+int agent_collectors_check(const struct agent_config *cfg, struct rsl_error *err);
 
 /* Kills and reaps any running children; NULL-safe; NULLs the pointer. */
 void agent_collectors_free(struct agent_collectors **set);

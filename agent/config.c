@@ -30,7 +30,7 @@
 
 /* ---- key tables ---------------------------------------------------------- */
 
-#define MAX_SECTION_KEYS 16
+#define MAX_SECTION_KEYS 24
 
 /* Line on which each key of one section was set; 0 = not set. */
 struct section_seen {
@@ -39,10 +39,12 @@ struct section_seen {
 };
 
 enum { A_ID, A_NATION, A_ORGANISATION, A_KEYS, A_SPOOL, A_MARKING, A_RELEASABLE, A_RESEND,
-       A_MAXMSG, A_COUNT };
+       A_MAXMSG, A_SPOOL_MAX_MB, A_SPOOL_MAX_AGE, A_SPOOL_POLICY, A_WINDOW, A_BACKOFF_MAX,
+       A_HEARTBEAT, A_COUNT };
 static const char *const agent_key_names[A_COUNT] = {
     "id", "nation", "organisation", "keys", "spool", "marking", "releasable_to",
-    "resend_timeout", "max_message_bytes"};
+    "resend_timeout", "max_message_bytes", "spool_max_mb", "spool_max_age",
+    "spool_full_policy", "window", "backoff_max", "heartbeat"};
 
 enum { G_ENDPOINTS, G_SERVER_KEY, G_COUNT };
 static const char *const aggregator_key_names[G_COUNT] = {"endpoints", "server_key"};
@@ -54,13 +56,25 @@ enum { L_LEVEL, L_COUNT };
 static const char *const log_key_names[L_COUNT] = {"level"};
 
 enum { C_TYPE, C_INTERVAL, C_INDICATOR, C_VALUE, C_UNIT, C_COMMAND, C_TIMEOUT, C_RELEASABLE,
-       C_COUNT };
+       C_PATH, C_MAX_AGE, C_URL, C_CA_FILE, C_PIN, C_FORMAT, C_TOKEN_FILE, C_COUNT };
 static const char *const collector_key_names[C_COUNT] = {
-    "type", "interval", "indicator", "value", "unit", "command", "timeout", "releasable_to"};
+    "type", "interval", "indicator", "value", "unit", "command", "timeout", "releasable_to",
+    "path", "max_age", "url", "ca_file", "pinned_public_key", "format", "bearer_token_file"};
 
-/* Which collector keys each type accepts (type, interval, releasable_to: all). */
-static const bool static_keys[C_COUNT] = {true, true, true, true, true, false, false, true};
-static const bool exec_keys[C_COUNT] = {true, true, false, false, false, true, true, true};
+/* Which collector keys each type accepts (type, interval, releasable_to: all),
+ * indexed by enum agent_collector_type. */
+static const bool type_keys[4][C_COUNT] = {
+    /*            type  intv  ind   val   unit  cmd   tmo   rel   path  mage  url   ca    pin   fmt   tok */
+    [AGENT_COLLECTOR_STATIC] = {true, true, true, true, true, false, false, true,
+                                false, false, false, false, false, false, false},
+    [AGENT_COLLECTOR_EXEC] = {true, true, false, false, false, true, true, true,
+                              false, false, false, false, false, false, false},
+    [AGENT_COLLECTOR_FILE] = {true, true, false, false, false, false, false, true,
+                              true, true, false, false, false, false, false},
+    [AGENT_COLLECTOR_HTTP] = {true, true, false, false, false, false, true, true,
+                              false, false, true, true, true, true, true},
+};
+#define TYPE_LIST "static | exec | file | http"
 
 struct load_ctx {
     struct agent_config *cfg;
@@ -82,6 +96,8 @@ const char *agent_collector_type_name(enum agent_collector_type type)
     switch (type) {
     case AGENT_COLLECTOR_STATIC: return "static";
     case AGENT_COLLECTOR_EXEC: return "exec";
+    case AGENT_COLLECTOR_FILE: return "file";
+    case AGENT_COLLECTOR_HTTP: return "http";
     }
     return "unknown";
 }
@@ -107,20 +123,100 @@ static int set_path(const struct agent_config *cfg, char *dst, size_t dstlen, co
     return RSL_OK;
 }
 
-/* Durations: whole-string "30", "30s", "5m", "500ms" ..., within [min, max]. */
-static int set_duration(int64_t *dst, const char *value, int64_t min_ms, const char *key,
-                        struct rsl_error *err)
+/* Durations: whole-string "30", "30s", "5m", "500ms" ..., within
+ * [min_ms, max_ms]. */
+static int set_duration_in(int64_t *dst, const char *value, int64_t min_ms, int64_t max_ms,
+                           const char *key, struct rsl_error *err)
 {
     int64_t ms;
     if (rsl_parse_duration_ms(value, &ms) != RSL_OK)
         return rsl_error_set(err, RSL_ECONFIG,
                              "invalid duration for '%s': '%s' (e.g. 30, 30s, 5m, 500ms)", key,
                              value);
-    if (ms < min_ms || ms > AGENT_MAX_DURATION_MS)
-        return rsl_error_set(err, RSL_ECONFIG, "'%s' must be between %lldms and 7d, not '%s'",
-                             key, (long long)min_ms, value);
+    if (ms < min_ms || ms > max_ms)
+        return rsl_error_set(err, RSL_ECONFIG, "'%s' must be between %lldms and %gd, not '%s'",
+                             key, (long long)min_ms, (double)max_ms / 86400000.0, value);
     *dst = ms;
     return RSL_OK;
+}
+
+static int set_duration(int64_t *dst, const char *value, int64_t min_ms, const char *key,
+                        struct rsl_error *err)
+{
+    return set_duration_in(dst, value, min_ms, AGENT_MAX_DURATION_MS, key, err);
+}
+
+/* A heap copy of a string value (collector keys most collectors lack). */
+static int set_heap_string(char **dst, const char *value, size_t max, const char *key,
+                           struct rsl_error *err)
+{
+    if (value[0] == '\0')
+        return rsl_error_set(err, RSL_ECONFIG, "'%s' is empty", key);
+    if (strlen(value) > max)
+        return rsl_error_set(err, RSL_ECONFIG, "'%s' is longer than %zu characters", key, max);
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    free(*dst);
+    *dst = copy;
+    return RSL_OK;
+}
+
+static int set_heap_path(const struct agent_config *cfg, char **dst, const char *value,
+                         const char *key, struct rsl_error *err)
+{
+    char resolved[AGENT_PATH_MAX];
+    int rc = set_path(cfg, resolved, sizeof(resolved), value, key, err);
+    if (rc != RSL_OK)
+        return rc;
+    return set_heap_string(dst, resolved, AGENT_PATH_MAX - 1, key, err);
+}
+
+/* http collector URL: http:// or https://, a host, no spaces or control
+ * characters (libcurl would take more; an operator's typo should fail
+ * here, not at 3 a.m.). */
+static int set_url(char **dst, const char *value, struct rsl_error *err)
+{
+    size_t skip = strncmp(value, "https://", 8) == 0 ? 8 : strncmp(value, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0)
+        return rsl_error_set(err, RSL_ECONFIG, "'url' must start with https:// or http://, not "
+                             "'%s'", value);
+    if (value[skip] == '\0' || value[skip] == '/')
+        return rsl_error_set(err, RSL_ECONFIG, "'url' has no host: '%s'", value);
+    for (const char *p = value; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return rsl_error_set(err, RSL_ECONFIG, "'url' contains a space or control character");
+    return set_heap_string(dst, value, AGENT_URL_MAX, "url", err);
+}
+
+/* libcurl's CURLOPT_PINNEDPUBLICKEY hash form: "sha256//BASE64" (44
+ * characters of base64 for 32 bytes), several joined by ';'. */
+static int set_pin(char **dst, const char *value, struct rsl_error *err)
+{
+    const char *p = value;
+    for (;;) {
+        if (strncmp(p, "sha256//", 8) != 0)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "'pinned_public_key' must be sha256//BASE64 (as curl "
+                                 "--pinnedpubkey), several separated by ';'");
+        p += 8;
+        const char *end = strchr(p, ';');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        char b64[45];
+        uint8_t raw[32];
+        if (n != 44) 
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "'pinned_public_key': a SHA-256 pin is 44 base64 characters");
+        memcpy(b64, p, 44);
+        b64[44] = '\0';
+        if (rsl_base64_decode(b64, raw, sizeof(raw)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "'pinned_public_key': '%s' is not base64 of "
+                                 "32 bytes", b64);
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return set_heap_string(dst, value, 4096, "pinned_public_key", err);
 }
 
 /* A comma list of partner ids; duplicates are dropped, an empty value gives
@@ -240,6 +336,51 @@ static int handle_agent(struct agent_config *cfg, int k, const char *value, int 
         cfg->max_message_bytes = (size_t)v;
         return RSL_OK;
     }
+    case A_SPOOL_MAX_MB: {
+        /* Fractions allowed ("0.5"): small caps are handy for tests. */
+        double mb;
+        if (rsl_parse_double(value, &mb) != RSL_OK || mb < 0.0625 || mb > AGENT_MAX_SPOOL_MB)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "'spool_max_mb' must be a number of MiB from 0.0625 to %d, not "
+                                 "'%s'",
+                                 AGENT_MAX_SPOOL_MB, value);
+        cfg->spool_max_bytes = (uint64_t)(mb * 1024.0 * 1024.0);
+        return RSL_OK;
+    }
+    case A_SPOOL_MAX_AGE:
+        return set_duration_in(&cfg->spool_max_age_ms, value, 1000, AGENT_MAX_AGE_MS,
+                               "spool_max_age", err);
+    case A_SPOOL_POLICY:
+        if (strcmp(value, "drop_oldest") == 0)
+            cfg->spool_full_policy = AGENT_SPOOL_DROP_OLDEST;
+        else if (strcmp(value, "refuse_new") == 0)
+            cfg->spool_full_policy = AGENT_SPOOL_REFUSE_NEW;
+        else
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "invalid spool_full_policy '%s' (drop_oldest | refuse_new)",
+                                 value);
+        return RSL_OK;
+    case A_WINDOW: {
+        int64_t v;
+        if (rsl_parse_int64(value, 1, AGENT_MAX_WINDOW, &v) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "'window' must be a number of reports from 1 to %d, not '%s'",
+                                 AGENT_MAX_WINDOW, value);
+        cfg->window = (size_t)v;
+        return RSL_OK;
+    }
+    case A_BACKOFF_MAX:
+        return set_duration(&cfg->backoff_max_ms, value, AGENT_MIN_TIMEOUT_MS, "backoff_max",
+                            err);
+    case A_HEARTBEAT:
+        /* 0 turns heartbeats off (not recommended: a dead peer then goes
+         * unnoticed until TCP gives up, which can take hours). */
+        if (strcmp(value, "0") == 0) {
+            cfg->heartbeat_ms = 0;
+            return RSL_OK;
+        }
+        return set_duration_in(&cfg->heartbeat_ms, value, AGENT_MIN_TIMEOUT_MS,
+                               AGENT_MAX_HEARTBEAT_MS, "heartbeat", err);
     default:
         return rsl_error_set(err, RSL_EINVAL, "internal: agent key %d", k);
     }
@@ -316,24 +457,22 @@ static int collector_get(struct load_ctx *ctx, const char *name,
     return RSL_OK;
 }
 
-static int handle_collector(struct agent_collector_config *c, int k, const char *value,
-                            struct rsl_error *err)
+static int handle_collector(const struct agent_config *cfg, struct agent_collector_config *c,
+                            int k, const char *value, struct rsl_error *err)
 {
     switch (k) {
     case C_TYPE:
-        if (strcmp(value, "static") == 0) {
+        if (strcmp(value, "static") == 0)
             c->type = AGENT_COLLECTOR_STATIC;
-        } else if (strcmp(value, "exec") == 0) {
+        else if (strcmp(value, "exec") == 0)
             c->type = AGENT_COLLECTOR_EXEC;
-        } else if (strcmp(value, "file") == 0 || strcmp(value, "http") == 0) {
-            return rsl_error_set(err, RSL_ECONFIG,
-                                 "collector type '%s' is not supported by this version "
-                                 "(static | exec)",
+        else if (strcmp(value, "file") == 0)
+            c->type = AGENT_COLLECTOR_FILE;
+        else if (strcmp(value, "http") == 0)
+            c->type = AGENT_COLLECTOR_HTTP;
+        else
+            return rsl_error_set(err, RSL_ECONFIG, "unknown collector type '%s' (" TYPE_LIST ")",
                                  value);
-        } else {
-            return rsl_error_set(err, RSL_ECONFIG, "unknown collector type '%s' (static | exec)",
-                                 value);
-        }
         return RSL_OK;
     case C_INTERVAL:
         return set_duration(&c->interval_ms, value, AGENT_MIN_INTERVAL_MS, "interval", err);
@@ -360,6 +499,29 @@ static int handle_collector(struct agent_collector_config *c, int k, const char 
     case C_RELEASABLE:
         c->releasable_set = true;
         return set_partners(&c->releasable_to, value, "releasable_to", err);
+    case C_PATH:
+        return set_heap_path(cfg, &c->path, value, "path", err);
+    case C_MAX_AGE:
+        return set_duration_in(&c->max_age_ms, value, 1000, AGENT_MAX_AGE_MS, "max_age", err);
+    case C_URL:
+        return set_url(&c->url, value, err);
+    case C_CA_FILE:
+        return set_heap_path(cfg, &c->ca_file, value, "ca_file", err);
+    case C_PIN:
+        return set_pin(&c->pinned_public_key, value, err);
+    case C_FORMAT:
+        if (strcmp(value, "auto") == 0)
+            c->format = AGENT_HTTP_AUTO;
+        else if (strcmp(value, "lines") == 0)
+            c->format = AGENT_HTTP_LINES;
+        else if (strcmp(value, "json") == 0)
+            c->format = AGENT_HTTP_JSON;
+        else
+            return rsl_error_set(err, RSL_ECONFIG, "invalid format '%s' (lines | json | auto)",
+                                 value);
+        return RSL_OK;
+    case C_TOKEN_FILE:
+        return set_heap_path(cfg, &c->bearer_token_file, value, "bearer_token_file", err);
     default:
         return rsl_error_set(err, RSL_EINVAL, "internal: collector key %d", k);
     }
@@ -408,7 +570,7 @@ static int ini_handler(void *vctx, const char *section, const char *key, const c
             return rc;
         if ((k = mark_key(seen, collector_key_names, C_COUNT, section, key, line, err)) < 0)
             return k;
-        return handle_collector(c, k, value, err);
+        return handle_collector(cfg, c, k, value, err);
     }
     if (name[0] != '\0')
         return rsl_error_set(err, RSL_ECONFIG, "unknown section [%s]", section);
@@ -563,8 +725,8 @@ static int finish_collector(struct load_ctx *ctx, size_t i, struct rsl_error *er
     snprintf(section, sizeof(section), "collector %s", c->name);
 
     if (seen->line[C_TYPE] == 0)
-        return missing_key(cfg, seen, section, "type", " (static | exec)", err);
-    const bool *allowed = c->type == AGENT_COLLECTOR_STATIC ? static_keys : exec_keys;
+        return missing_key(cfg, seen, section, "type", " (" TYPE_LIST ")", err);
+    const bool *allowed = type_keys[c->type];
     for (int k = 0; k < C_COUNT; k++)
         if (seen->line[k] != 0 && !allowed[k])
             return rsl_error_set(err, RSL_ECONFIG,
@@ -584,8 +746,25 @@ static int finish_collector(struct load_ctx *ctx, size_t i, struct rsl_error *er
                                      "id (a-z 0-9 _ .); set 'indicator'",
                                      cfg->path, seen->line[C_TYPE], section);
         }
-    } else if (seen->line[C_COMMAND] == 0) {
+    } else if (c->type == AGENT_COLLECTOR_EXEC && seen->line[C_COMMAND] == 0) {
         return missing_key(cfg, seen, section, "command", "", err);
+    } else if (c->type == AGENT_COLLECTOR_FILE) {
+        if (seen->line[C_PATH] == 0)
+            return missing_key(cfg, seen, section, "path", " (the drop folder)", err);
+        /* node_exporter's textfile convention: stale after a few missed
+         * updates, not after one late writer. */
+        if (seen->line[C_MAX_AGE] == 0)
+            c->max_age_ms = 3 * c->interval_ms;
+    } else if (c->type == AGENT_COLLECTOR_HTTP) {
+        if (seen->line[C_URL] == 0)
+            return missing_key(cfg, seen, section, "url", "", err);
+        if (c->bearer_token_file != NULL && strncmp(c->url, "http://", 7) == 0)
+            RSL_WARN("config", "%s:%d: [%s]: a bearer token is sent over plain http://",
+                     cfg->path, seen->line[C_TOKEN_FILE], section);
+        if (c->pinned_public_key != NULL && strncmp(c->url, "http://", 7) == 0)
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "%s:%d: 'pinned_public_key' needs an https:// url in [%s]",
+                                 cfg->path, seen->line[C_PIN], section);
     }
     return RSL_OK;
 }
@@ -634,6 +813,12 @@ int agent_config_load(const char *path, struct agent_config **out, struct rsl_er
     memcpy(cfg->marking, AGENT_DEFAULT_MARKING, sizeof(AGENT_DEFAULT_MARKING));
     cfg->resend_timeout_ms = AGENT_DEFAULT_RESEND_TIMEOUT_MS;
     cfg->max_message_bytes = RSL_MAX_MESSAGE_BYTES_DEFAULT;
+    cfg->spool_max_bytes = (uint64_t)AGENT_DEFAULT_SPOOL_MAX_MB * 1024 * 1024;
+    cfg->spool_max_age_ms = AGENT_DEFAULT_SPOOL_MAX_AGE_MS;
+    cfg->spool_full_policy = AGENT_SPOOL_DROP_OLDEST;
+    cfg->window = AGENT_DEFAULT_WINDOW;
+    cfg->backoff_max_ms = AGENT_DEFAULT_BACKOFF_MAX_MS;
+    cfg->heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS;
     cfg->log_level = RSL_LOG_INFO;
 
     ctx.cfg = cfg;
@@ -653,6 +838,14 @@ void agent_config_free(struct agent_config **cfg)
 {
     if (cfg == NULL || *cfg == NULL)
         return;
+    for (size_t i = 0; i < (*cfg)->n_collectors; i++) {
+        struct agent_collector_config *c = &(*cfg)->collectors[i];
+        free(c->path);
+        free(c->url);
+        free(c->ca_file);
+        free(c->pinned_public_key);
+        free(c->bearer_token_file);
+    }
     free((*cfg)->collectors);
     free(*cfg);
     *cfg = NULL;

@@ -13,9 +13,11 @@
  * for its whole life. Keys are loaded separately (agent_keys_load) because
  * they hold secrets that only the running daemon and --check-config need.
  *
- * Collector types are a closed enum checked here; a later version adds
- * `file` and `http` by adding an enum value, their keys and a runner in
- * collect.c - this version names them "not supported by this version".
+ * Collector types are a closed enum checked here, each with the keys that
+ * apply to it (a key of another type is an error naming its line); the
+ * runners live in collect.c. Strings that only some collectors need (paths,
+ * URLs) are heap copies owned by the config, so a config with many
+ * collectors stays small.
  */
 #ifndef AGENT_CONFIG_H
 #define AGENT_CONFIG_H
@@ -27,6 +29,7 @@
 #include "rsl/codec.h"
 #include "rsl/error.h"
 #include "rsl/keys.h"
+#include "spool.h"
 
 struct rsl_signer;
 
@@ -43,6 +46,11 @@ struct rsl_signer;
 #define AGENT_DEFAULT_RESEND_TIMEOUT_MS (30 * 1000)
 #define AGENT_DEFAULT_INTERVAL_MS (60 * 1000)
 #define AGENT_DEFAULT_EXEC_TIMEOUT_MS (10 * 1000)
+#define AGENT_DEFAULT_SPOOL_MAX_MB 512
+#define AGENT_DEFAULT_SPOOL_MAX_AGE_MS (30LL * 24 * 3600 * 1000)
+#define AGENT_DEFAULT_WINDOW 64
+#define AGENT_DEFAULT_BACKOFF_MAX_MS (5 * 60 * 1000)
+#define AGENT_DEFAULT_HEARTBEAT_MS (10 * 1000)
 
 /* Bounds on durations and sizes: a zero interval would spin the loop, a
  * message cap below a few hundred bytes cannot hold a signed report. */
@@ -51,10 +59,27 @@ struct rsl_signer;
 #define AGENT_MAX_DURATION_MS (7LL * 24 * 3600 * 1000)
 #define AGENT_MIN_MESSAGE_BYTES 1024
 #define AGENT_MAX_MESSAGE_BYTES (64 * 1024 * 1024)
+/* Ages (spool_max_age, a file collector's max_age) may be long. */
+#define AGENT_MAX_AGE_MS (3650LL * 24 * 3600 * 1000)
+#define AGENT_MAX_SPOOL_MB (1024 * 1024)   /* 1 TiB */
+#define AGENT_MAX_WINDOW 4096
+/* ZMQ_HEARTBEAT_TTL travels in deciseconds in a 16-bit field: 3 x the
+ * interval must stay under 6553.5 s. */
+#define AGENT_MAX_HEARTBEAT_MS (2000 * 1000)
+#define AGENT_URL_MAX 2048
 
 enum agent_collector_type {
     AGENT_COLLECTOR_STATIC = 0, /* one fixed measurement from the config */
     AGENT_COLLECTOR_EXEC = 1,   /* /bin/sh -c command, stdout in the line format */
+    AGENT_COLLECTOR_FILE = 2,   /* a drop folder of files in the line format */
+    AGENT_COLLECTOR_HTTP = 3,   /* GET a URL: line format or a flat JSON object */
+};
+
+/* How an http collector reads the body. */
+enum agent_http_format {
+    AGENT_HTTP_AUTO = 0,  /* JSON when Content-Type is application/json, else lines */
+    AGENT_HTTP_LINES = 1,
+    AGENT_HTTP_JSON = 2,
 };
 
 /* A list of partner ids (releasable_to). */
@@ -76,9 +101,21 @@ struct agent_collector_config {
 
     /* exec */
     char command[AGENT_COMMAND_MAX];          /* run by /bin/sh -c */
-    int64_t timeout_ms;                       /* whole run, then SIGKILL to the group */
+    int64_t timeout_ms;                       /* exec: whole run, then SIGKILL to the
+                                               * group; http: whole transfer */
 
-    /* both: overrides the agent default when releasable_set */
+    /* file */
+    char *path;                               /* the drop folder (resolved) */
+    int64_t max_age_ms;                       /* older files are stale; default 3 x interval */
+
+    /* http */
+    char *url;                                /* http:// or https:// */
+    char *ca_file;                            /* NULL: the system's CA store */
+    char *pinned_public_key;                  /* NULL or "sha256//BASE64[;sha256//...]" */
+    char *bearer_token_file;                  /* NULL or a 0600 file holding the token */
+    enum agent_http_format format;
+
+    /* all types: overrides the agent default when releasable_set */
     bool releasable_set;
     struct agent_partners releasable_to;
 };
@@ -97,6 +134,12 @@ struct agent_config {
     struct agent_partners releasable_to;      /* default for all collectors */
     int64_t resend_timeout_ms;
     size_t max_message_bytes;
+    uint64_t spool_max_bytes;                 /* spool_max_mb in bytes */
+    int64_t spool_max_age_ms;
+    enum agent_spool_policy spool_full_policy;
+    size_t window;                            /* reports in flight, 1..AGENT_MAX_WINDOW */
+    int64_t backoff_max_ms;                   /* cap on resend backoff (>= resend_timeout) */
+    int64_t heartbeat_ms;                     /* ZMQ heartbeat interval; 0 = off */
 
     /* [aggregator] */
     char endpoints[AGENT_MAX_ENDPOINTS][AGENT_ENDPOINT_MAX];
@@ -124,7 +167,7 @@ int agent_config_load(const char *path, struct agent_config **out, struct rsl_er
 /* NULL-safe; NULLs the caller's pointer. */
 void agent_config_free(struct agent_config **cfg);
 
-/* "static", "exec". */
+/* "static", "exec", "file", "http". */
 const char *agent_collector_type_name(enum agent_collector_type type);
 
 /* The agent's own keys, loaded from cfg->keys_dir. */

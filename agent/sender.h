@@ -2,21 +2,37 @@
  * sender.h - delivering spooled reports to the aggregator and acting on its
  * acks (ARCHITECTURE section 2).
  *
- * One ZeroMQ DEALER with CURVE client keys connects to the aggregator's
- * ROUTER. Up to `window` spooled entries are in flight at once; the sender
- * takes them from the spool in sequence order, in bounded chunks, and reads
- * each from disk (verifying its checksum) when it sends it, so memory holds
- * sequence numbers, never the spool's contents. An entry whose ack has not
- * come within resend_timeout is sent again (the aggregator answers a repeat
- * with DUPLICATE); RETRY_LATER waits resend_timeout before the next try.
+ * One ZeroMQ DEALER with CURVE client keys connects to one aggregator
+ * endpoint at a time. Up to `window` spooled entries are in flight at once;
+ * the sender takes them from the spool in sequence order, in bounded
+ * chunks, and reads each from disk (verifying its checksum) when it sends
+ * it, so memory holds sequence numbers, never the spool's contents.
  *
- * Acks: ACCEPTED and DUPLICATE remove the entry (spool unlink + fsync);
- * REJECTED moves it to rejected/ with the detail beside it. Acks for other
- * agent ids or for sequences not in flight are ignored (logged at debug).
+ * Resends: an entry whose ack has not come is sent again after an
+ * exponential backoff with jitter (agent_backoff_ms): resend_timeout after
+ * the first try, twice that after the second, ..., never more than
+ * backoff_max. The aggregator answers a repeat with DUPLICATE. RETRY_LATER
+ * holds that entry for its backoff and pauses all sending for a backoff
+ * that grows while RETRY_LATER keeps coming.
  *
- * The sender owns its socket; it is used only from the daemon's loop thread.
- * The spool is borrowed. Failover between endpoints and backoff windows are
- * later additions behind the same interface (the endpoint list is kept).
+ * Acks: ACCEPTED and DUPLICATE remove the entry; REJECTED moves it to
+ * rejected/ with the detail beside it, never to be sent again. Acks for
+ * other agent ids or for sequences not in flight are ignored (debug log).
+ *
+ * Endpoints, in failover order: when the current one has had no
+ * connection, or no answer to reports in flight, for the failover time
+ * (AGENT_FAILOVER_MIN_MS..AGENT_FAILOVER_MAX_MS, 2 x resend_timeout), the
+ * socket is closed and a new one connects to the next endpoint; reports in
+ * flight are resent there. While not on the first endpoint, a probe socket
+ * tries the first one every AGENT_FAILBACK_PROBE_MS and the sender moves
+ * back as soon as a CURVE handshake with it succeeds. ZeroMQ heartbeats
+ * (ZMQ_HEARTBEAT_IVL, TTL and TIMEOUT 3 x the interval) notice a dead peer
+ * on an idle connection. Host names are resolved again at every connect:
+ * libzmq resolves a tcp:// endpoint each time it (re)connects, and a failover
+ * makes a new socket anyway.
+ *
+ * The sender owns its sockets; they are used only from the daemon's loop
+ * thread. The spool is borrowed.
  */
 #ifndef AGENT_SENDER_H
 #define AGENT_SENDER_H
@@ -31,29 +47,36 @@
 #include "rsl/keys.h"
 #include "spool.h"
 
-#define AGENT_SEND_WINDOW 32
 /* Acks are small; anything larger from the wire is refused by ZeroMQ. */
 #define AGENT_ACK_MAX_BYTES (8 * 1024)
+#define AGENT_FAILOVER_MIN_MS (5 * 1000)
+#define AGENT_FAILOVER_MAX_MS (60 * 1000)
+#define AGENT_FAILBACK_PROBE_MS (60 * 1000)
 
 struct agent_sender_options {
     const char *agent_id;                     /* acks for other ids are ignored */
-    const char *const *endpoints;             /* tcp://..., failover order */
+    const char *const *endpoints;             /* tcp://..., failover order (copied) */
     size_t n_endpoints;
     const char *server_key;                   /* Z85, the aggregator's CURVE public key */
     const char *client_public;                /* Z85, our curve.pub */
     const char *client_secret;                /* Z85, our curve.key (copied into libzmq only) */
-    int64_t resend_timeout_ms;
+    int64_t resend_timeout_ms;                /* wait after the first try */
+    int64_t backoff_max_ms;                   /* cap on waits (raised to resend_timeout) */
+    int64_t heartbeat_ms;                     /* ZMQ_HEARTBEAT_IVL; 0 = off */
     size_t max_message_bytes;                 /* an entry over this is rejected locally */
-    size_t window;                            /* 1..AGENT_SEND_WINDOW */
+    size_t window;                            /* 1..AGENT_MAX_WINDOW reports in flight */
+    int64_t failover_ms;                      /* 0: derived from resend_timeout (above) */
+    int64_t failback_probe_ms;                /* 0: AGENT_FAILBACK_PROBE_MS */
 };
 
 struct agent_sender_stats {
     uint64_t sent;        /* frames handed to ZeroMQ, first tries */
-    uint64_t resent;      /* frames sent again after a timeout or RETRY_LATER */
+    uint64_t resent;      /* frames sent again after a timeout, RETRY_LATER or failover */
     uint64_t accepted;
     uint64_t duplicate;
     uint64_t rejected;    /* by the aggregator or locally (oversized) */
     uint64_t retry_later;
+    uint64_t failovers;   /* endpoint changes (failover and failback) */
 };
 
 struct agent_sender;
@@ -64,31 +87,39 @@ int agent_sender_new(void *zmq_ctx, const struct agent_sender_options *opts,
                      struct agent_spool *spool, struct agent_sender **out,
                      struct rsl_error *err);
 
-/* Closes the socket (linger 0: unsent frames are dropped, the spool keeps
+/* Closes the sockets (linger 0: unsent frames are dropped, the spool keeps
  * them). NULL-safe; NULLs the caller's pointer. */
 void agent_sender_free(struct agent_sender **sender);
 
 /* Stop sending (shutdown grace): acks are still read and acted on. */
 void agent_sender_drain(struct agent_sender *sender);
 
-/* The spool has a new entry: fill free window slots at the next tick. */
-void agent_sender_notify(struct agent_sender *sender);
+/* The spool has a new entry `sequence` (0: unknown which): fill free
+ * window slots at the next tick. An entry below what was already listed
+ * (another process's, or numbers interleaved between processes) makes the
+ * sender list again from there. */
+void agent_sender_notify(struct agent_sender *sender, uint64_t sequence);
 
-/* Fill the window from the spool, turn timed-out entries into resends and,
- * if the socket can take them, send what waits. `now` is monotonic ms. */
+/* The spool dropped `sequence`: forget it if it is in the window. */
+void agent_sender_forget(struct agent_sender *sender, uint64_t sequence);
+
+/* Fill the window from the spool, turn timed-out entries into resends,
+ * fail over if the endpoint is dead and, if the socket can take them, send
+ * what waits. `now` is monotonic ms. */
 void agent_sender_tick(struct agent_sender *sender, int64_t now);
 
 /* Poll items the sender needs (the DEALER, for ZMQ_POLLIN always and
- * ZMQ_POLLOUT while frames wait for a connection; its connection monitor).
- * Writes at most AGENT_SENDER_POLL_ITEMS items; returns how many. The same
- * items, after zmq_poll set revents, go to agent_sender_poll_handle, which
- * reads acks, sends waiting frames and logs connection changes. */
-#define AGENT_SENDER_POLL_ITEMS 2
+ * ZMQ_POLLOUT while frames wait for a connection; its connection monitor;
+ * the failback probe's monitor). Writes at most AGENT_SENDER_POLL_ITEMS
+ * items; returns how many. The same items, after zmq_poll set revents, go
+ * to agent_sender_poll_handle, which reads acks, sends waiting frames and
+ * follows connection changes. */
+#define AGENT_SENDER_POLL_ITEMS 3
 size_t agent_sender_poll_fill(struct agent_sender *sender, zmq_pollitem_t *items, size_t max);
 void agent_sender_poll_handle(struct agent_sender *sender, const zmq_pollitem_t *items, size_t n,
                               int64_t now);
 
-/* Monotonic ms at which tick has work (a resend due), or -1. */
+/* Monotonic ms at which tick has work (a resend or failover due), or -1. */
 int64_t agent_sender_next_deadline(const struct agent_sender *sender);
 
 /* Entries in the window (sent and awaiting an ack, or waiting to be sent). */
@@ -96,6 +127,18 @@ size_t agent_sender_in_flight(const struct agent_sender *sender);
 /* Entries sent and still waiting for their ack. */
 size_t agent_sender_awaiting_ack(const struct agent_sender *sender);
 
+/* The endpoint in use, whether a CURVE handshake with it succeeded (and no
+ * disconnect since), and the wall-clock ms of the last ack (0: none yet). */
+const char *agent_sender_endpoint(const struct agent_sender *sender);
+bool agent_sender_connected(const struct agent_sender *sender);
+int64_t agent_sender_last_ack_ms(const struct agent_sender *sender);
+
 const struct agent_sender_stats *agent_sender_stats(const struct agent_sender *sender);
+
+/* The wait before resending after `attempt` tries (1 = after the first
+ * send): base * 2^(attempt-1) capped at max_ms (itself at least base),
+ * spread by a random factor in [0.75, 1.25) from `random`, never above the
+ * cap. Pure: the caller supplies the randomness. */
+int64_t agent_backoff_ms(int64_t base_ms, int64_t max_ms, unsigned attempt, uint32_t random);
 
 #endif

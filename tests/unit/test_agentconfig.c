@@ -6,7 +6,11 @@
  * FILE:LINE (or FILE and the section for what is missing): unknown keys and
  * sections, duplicates, missing required keys, bad nation / id / endpoint /
  * server key / durations, keys that do not apply to a collector type,
- * unsupported collector types, a nation missing from a given nation list.
+ * unknown collector types, file/http collectors without path/url, bad URLs
+ * and public-key pins, bad spool bounds / window / heartbeat, a nation
+ * missing from a given nation list. New keys have their documented
+ * defaults (spool 512 MiB / 30 d / drop_oldest, window 64, backoff_max 5m,
+ * heartbeat 10s; a file collector's max_age is 3 x its interval).
  * Key loading refuses a group-readable sign.key naming it, and a curve.pub
  * that does not belong to curve.key. A server key made of the Z85
  * characters that trip INI parsers survives loading unchanged.
@@ -211,6 +215,97 @@ static void test_agent_options(void **state)
     agent_config_free(&cfg);
 }
 
+/* Phase 2 keys: spool bounds, window, backoff, heartbeat; defaults first. */
+static void test_spool_and_delivery_options(void **state)
+{
+    struct cfg_state *s = *state;
+    struct agent_config *cfg = NULL;
+    write_config(s, "", "");
+    assert_int_equal(agent_config_load(s->path, &cfg, NULL), RSL_OK);
+    assert_int_equal(cfg->spool_max_bytes, 512ULL * 1024 * 1024);
+    assert_int_equal(cfg->spool_max_age_ms, 30LL * 86400 * 1000);
+    assert_int_equal(cfg->spool_full_policy, AGENT_SPOOL_DROP_OLDEST);
+    assert_int_equal(cfg->window, 64);
+    assert_int_equal(cfg->backoff_max_ms, 300000);
+    assert_int_equal(cfg->heartbeat_ms, 10000);
+    agent_config_free(&cfg);
+
+    write_config(s,
+                 "spool_max_mb = 0.5\nspool_max_age = 2d\nspool_full_policy = refuse_new\n"
+                 "window = 7\nbackoff_max = 90s\nheartbeat = 2s\n",
+                 "");
+    assert_int_equal(agent_config_load(s->path, &cfg, NULL), RSL_OK);
+    assert_int_equal(cfg->spool_max_bytes, 512 * 1024);
+    assert_int_equal(cfg->spool_max_age_ms, 2LL * 86400 * 1000);
+    assert_int_equal(cfg->spool_full_policy, AGENT_SPOOL_REFUSE_NEW);
+    assert_int_equal(cfg->window, 7);
+    assert_int_equal(cfg->backoff_max_ms, 90000);
+    assert_int_equal(cfg->heartbeat_ms, 2000);
+    agent_config_free(&cfg);
+
+    /* heartbeat = 0 turns heartbeats off; 365 days of spool age is fine. */
+    write_config(s, "heartbeat = 0\nspool_max_age = 365d\n", "");
+    assert_int_equal(agent_config_load(s->path, &cfg, NULL), RSL_OK);
+    assert_int_equal(cfg->heartbeat_ms, 0);
+    assert_int_equal(cfg->spool_max_age_ms, 365LL * 86400 * 1000);
+    agent_config_free(&cfg);
+}
+
+/* file and http collectors: keys, defaults, resolved paths. */
+static void test_file_and_http_collectors(void **state)
+{
+    struct cfg_state *s = *state;
+    struct agent_config *cfg = NULL;
+    struct rsl_error err;
+    char expect[256];
+    write_config(s, "",
+                 "[collector drop]\ntype = file\npath = textfiles\ninterval = 20s\n"
+                 "[collector old]\ntype = file\npath = /var/lib/x\nmax_age = 1h\n"
+                 "[collector web]\ntype = http\nurl = https://stats.example:8443/v1/now?x=1\n"
+                 "ca_file = tls/ca.pem\ntimeout = 3s\nformat = json\n"
+                 "pinned_public_key = sha256//YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=;"
+                 "sha256//YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI=\n"
+                 "bearer_token_file = /etc/resilience/token\nreleasable_to = EU\n"
+                 "[collector plain]\ntype = http\nurl = http://127.0.0.1:9100/metrics\n");
+    rsl_error_clear(&err);
+    if (agent_config_load(s->path, &cfg, &err) != RSL_OK)
+        fail_msg("%s", err.text);
+    assert_int_equal(cfg->n_collectors, 5);
+    const struct agent_collector_config *drop = &cfg->collectors[1];
+    assert_int_equal(drop->type, AGENT_COLLECTOR_FILE);
+    snprintf(expect, sizeof(expect), "%s/textfiles", s->dir);
+    assert_string_equal(drop->path, expect);
+    assert_int_equal(drop->max_age_ms, 60000); /* 3 x interval */
+    const struct agent_collector_config *old = &cfg->collectors[2];
+    assert_string_equal(old->path, "/var/lib/x");
+    assert_int_equal(old->max_age_ms, 3600000);
+    assert_int_equal(old->interval_ms, 60000);
+    const struct agent_collector_config *web = &cfg->collectors[3];
+    assert_int_equal(web->type, AGENT_COLLECTOR_HTTP);
+    assert_string_equal(web->url, "https://stats.example:8443/v1/now?x=1");
+    snprintf(expect, sizeof(expect), "%s/tls/ca.pem", s->dir);
+    assert_string_equal(web->ca_file, expect);
+    assert_int_equal(web->timeout_ms, 3000);
+    assert_int_equal(web->format, AGENT_HTTP_JSON);
+    assert_non_null(strstr(web->pinned_public_key, ";sha256//YmJi"));
+    assert_string_equal(web->bearer_token_file, "/etc/resilience/token");
+    assert_true(web->releasable_set);
+    const struct agent_collector_config *plain = &cfg->collectors[4];
+    assert_int_equal(plain->format, AGENT_HTTP_AUTO);
+    assert_null(plain->ca_file);
+    assert_null(plain->pinned_public_key);
+    assert_null(plain->bearer_token_file);
+    assert_int_equal(plain->timeout_ms, 10000);
+    assert_string_equal(agent_collector_type_name(AGENT_COLLECTOR_FILE), "file");
+    assert_string_equal(agent_collector_type_name(AGENT_COLLECTOR_HTTP), "http");
+    agent_config_free(&cfg);
+
+    /* A failure after heap strings were set frees them (LeakSanitizer). */
+    write_config(s, "", "[collector web]\ntype = http\nurl = https://x/\nca_file = a\n"
+                 "format = yaml\n");
+    expect_error_at(s, 18, "invalid format");
+}
+
 static void test_missing_file(void **state)
 {
     struct cfg_state *s = *state;
@@ -302,8 +397,36 @@ static void test_bad_values(void **state)
         int line;
         const char *needle;
     } cases[] = {
-        {"", "[collector b]\ntype = http\n", 15, "collector type 'http' is not supported by this version"},
-        {"", "[collector b]\ntype = file\n", 15, "collector type 'file' is not supported by this version"},
+        {"", "[collector b]\ntype = http\n", 14, "missing required key 'url' in [collector b]"},
+        {"", "[collector b]\ntype = file\n", 14, "missing required key 'path' in [collector b] (the drop folder)"},
+        {"", "[collector b]\ntype = file\npath = d\nmax_age = 0\n", 17, "'max_age' must be between"},
+        {"", "[collector b]\ntype = file\npath =\n", 16, "'path' is empty"},
+        {"", "[collector b]\ntype = file\npath = d\nurl = http://x/\n", 17, "key 'url' does not apply to a file collector"},
+        {"", "[collector b]\ntype = file\npath = d\ntimeout = 5\n", 17, "key 'timeout' does not apply to a file collector"},
+        {"", "[collector b]\ntype = exec\ncommand = x\npath = d\n", 17, "key 'path' does not apply to a exec collector"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\npath = d\n", 17, "key 'path' does not apply to a http collector"},
+        {"", "[collector b]\ntype = http\nurl = ftp://x/\n", 16, "'url' must start with https:// or http://"},
+        {"", "[collector b]\ntype = http\nurl = https://\n", 16, "'url' has no host"},
+        {"", "[collector b]\ntype = http\nurl = https:///x\n", 16, "'url' has no host"},
+        {"", "[collector b]\ntype = http\nurl = https://a b/\n", 16, "'url' contains a space"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\nformat = xml\n", 17, "invalid format 'xml'"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\npinned_public_key = abc\n", 17, "'pinned_public_key' must be sha256//BASE64"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\npinned_public_key = sha256//abc\n", 17, "44 base64 characters"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\npinned_public_key = sha256//!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!=\n", 17, "is not base64"},
+        {"", "[collector b]\ntype = http\nurl = https://x/\npinned_public_key = sha256//YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=;md5//x\n", 17, "must be sha256//BASE64"},
+        {"", "[collector b]\ntype = http\nurl = http://x/\npinned_public_key = sha256//YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=\n", 17, "'pinned_public_key' needs an https:// url"},
+        {"spool_max_mb = 0\n", "", 8, "'spool_max_mb' must be a number of MiB"},
+        {"spool_max_mb = lots\n", "", 8, "'spool_max_mb' must be a number of MiB"},
+        {"spool_max_mb = 2000000\n", "", 8, "'spool_max_mb' must be a number of MiB"},
+        {"spool_max_age = 0\n", "", 8, "'spool_max_age' must be between"},
+        {"spool_max_age = forever\n", "", 8, "invalid duration for 'spool_max_age'"},
+        {"spool_full_policy = drop_newest\n", "", 8, "invalid spool_full_policy 'drop_newest' (drop_oldest | refuse_new)"},
+        {"window = 0\n", "", 8, "'window' must be a number of reports from 1 to 4096"},
+        {"window = 5000\n", "", 8, "'window' must be a number of reports"},
+        {"window = 8x\n", "", 8, "'window' must be a number of reports"},
+        {"backoff_max = 1ms\n", "", 8, "'backoff_max' must be between"},
+        {"heartbeat = 50ms\n", "", 8, "'heartbeat' must be between"},
+        {"heartbeat = 1h\n", "", 8, "'heartbeat' must be between"},
         {"", "[collector b]\ntype = snmp\n", 15, "unknown collector type 'snmp'"},
         {"", "[collector b]\ntype = static\nvalue = nan\n", 16, "'value' is not a finite number"},
         {"", "[collector b]\ntype = static\nvalue = 1e999\n", 16, "'value' is not a finite number"},
@@ -483,6 +606,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_valid_defaults_and_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_and_delivery_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_and_http_collectors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_key_and_section, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_key, setup, teardown),

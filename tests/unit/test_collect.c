@@ -11,6 +11,22 @@
  * default SIGPIPE and none of our descriptors; scheduling by interval and
  * --once.
  *
+ * File collectors read a real drop folder: fresh .prom, .txt and .rsl files
+ * make one report (samples stamped with their file's mtime unless they
+ * carry a time); a stale file is skipped with a log line; hidden and
+ * temporary names, folders and FIFOs are ignored without hanging; a bad
+ * file is skipped with FILE:LINE while the others still count; a missing
+ * folder and an empty one are logged; a problem repeating run after run is
+ * logged at warning once, then at info.
+ *
+ * Http collectors talk to a real HTTPS server running in a thread of this
+ * test (OpenSSL, certificates made by the openssl CLI): the line format and
+ * JSON (by Content-Type or forced), a bearer token read from a 0600 file
+ * (a group-readable one is refused), a matching public-key pin; failures
+ * give no measurements and a log line each: wrong CA, pin mismatch, HTTP
+ * 500, a body over the cap, a server slower than the timeout, bad JSON
+ * (naming URL:LINE:COLUMN), nothing listening.
+ *
  * Reports: a built report decodes, validates and verifies with the agent's
  * public key; defaults (observed_at, releasable_to, source, marking) apply;
  * an oversized report is refused.
@@ -27,16 +43,28 @@
 
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <zmq.h>
 
 #include "agent/collect.h"
@@ -95,8 +123,8 @@ static int teardown(void **state)
     for (size_t i = 0; i < s->n_results; i++)
         free(s->results[i].samples);
     free(s->log);
-    free(s->cfg->collectors);
-    free(s->cfg);
+    /* The heap strings of file/http collectors, as agent_config_free does. */
+    agent_config_free(&s->cfg);
     rsl_test_rmtree(s->dir);
     free(s);
     return 0;
@@ -410,10 +438,12 @@ static void test_exec_child_environment(void **state)
 
     /* grep reports on itself (/proc/self): what the shell passed on. The
      * shell's own status would race with dash blocking signals around its
-     * forks. */
+     * forks. Nothing ignored, except that glibc's posix_spawn leaves its two
+     * internal signals (32 and 33, mask 0x180000000) ignored; SIGPIPE
+     * (bit 12, ignored here) must be back to default. */
     snprintf(cmd, sizeof(cmd),
              "grep -q 'SigBlk:.0000000000000000' /proc/self/status && echo test.mask 0 || echo "
-             "test.mask 1; grep -q 'SigIgn:.0000000000000000' /proc/self/status && echo "
+             "test.mask 1; grep -Eq 'SigIgn:.0000000(0|1)(0|8)0000000' /proc/self/status && echo "
              "test.ignored 0 || echo test.ignored 1; [ -e /proc/$$/fd/%d ] && echo test.fd 1 || "
              "echo test.fd 0",
              leaked);
@@ -459,6 +489,521 @@ static void test_schedule(void **state)
     agent_collectors_tick(set, t0 + 100000);
     assert_int_equal(s->n_results, 3);
     agent_collectors_free(&set);
+}
+
+/* ---- file ------------------------------------------------------------------------------- */
+
+static struct agent_collector_config *add_file(struct collect_state *s, const char *name,
+                                               const char *folder)
+{
+    struct agent_collector_config *c = add_collector(s, name, AGENT_COLLECTOR_FILE);
+    c->path = strdup(folder);
+    assert_non_null(c->path);
+    c->max_age_ms = 3 * c->interval_ms;
+    return c;
+}
+
+/* Write a drop file by atomic rename, `age_s` seconds old. */
+static void drop_file(const char *folder, const char *name, const char *text, int age_s)
+{
+    char tmp[512], path[512];
+    snprintf(tmp, sizeof(tmp), "%s/.%s.part", folder, name);
+    snprintf(path, sizeof(path), "%s/%s", folder, name);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    if (age_s > 0) {
+        struct timespec ts[2];
+        clock_gettime(CLOCK_REALTIME, &ts[0]);
+        ts[0].tv_sec -= age_s;
+        ts[1] = ts[0];
+        assert_int_equal(utimensat(AT_FDCWD, tmp, ts, 0), 0);
+    }
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static const struct rsl_sample *find_sample(const struct result *r, const char *indicator)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->samples[i].indicator, indicator) == 0)
+            return &r->samples[i];
+    return NULL;
+}
+
+static int64_t file_mtime_ms(const char *folder, const char *name)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", folder, name);
+    assert_int_equal(stat(path, &st), 0);
+    return (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
+static void test_file_fresh_stale_and_ignored(void **state)
+{
+    struct collect_state *s = *state;
+    char folder[128], path[256];
+    snprintf(folder, sizeof(folder), "%s/drop", s->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    drop_file(folder, "fuel.prom", "# fuel\nenergy.fuel_days 45 days\n", 0);
+    drop_file(folder, "beds.txt", "health.beds 1200 beds 1700000000000\n", 0);
+    drop_file(folder, "water.rsl", "water.supply_pct 97 pct\n", 0);
+    drop_file(folder, "old.prom", "energy.old_value 1\n", 4 * 3600); /* stale */
+    drop_file(folder, "notes.md", "not.read 1\n", 0);                 /* other extension */
+    drop_file(folder, "next.prom.12345", "not.read 2\n", 0);          /* a write in progress */
+    snprintf(path, sizeof(path), "%s/.hidden.prom", folder);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not.read 3\n", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/dir.prom", folder);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/pipe.prom", folder);
+    assert_int_equal(mkfifo(path, 0600), 0); /* must not hang the loop */
+
+    struct agent_collector_config *c = add_file(s, "drop", folder);
+    c->max_age_ms = 3600 * 1000;
+    log_start(s);
+    run_once(s);
+    const char *log = log_stop(s);
+    assert_int_equal(s->n_results, 1);
+    const struct result *r = &s->results[0];
+    assert_int_equal(r->n, 3);
+    const struct rsl_sample *fuel = find_sample(r, "energy.fuel_days");
+    const struct rsl_sample *beds = find_sample(r, "health.beds");
+    assert_non_null(fuel);
+    assert_non_null(beds);
+    assert_non_null(find_sample(r, "water.supply_pct"));
+    assert_null(find_sample(r, "energy.old_value"));
+    assert_null(find_sample(r, "not.read"));
+    assert_true(fuel->value == 45.0);
+    assert_string_equal(fuel->unit, "days");
+    /* No time in the line: the file's mtime; a time in the line wins. */
+    assert_int_equal(fuel->observed_at_ms, file_mtime_ms(folder, "fuel.prom"));
+    assert_int_equal(beds->observed_at_ms, 1700000000000LL);
+    assert_contains(log, "warning collector: collector drop: ");
+    assert_contains(log, "/drop/old.prom is stale (written ");
+    assert_contains(log, "older than max_age 3600s); skipped");
+    assert_contains(log, "dir.prom: not a regular file; skipped");
+    assert_contains(log, "pipe.prom: not a regular file; skipped");
+}
+
+static void test_file_bad_file_named_and_others_kept(void **state)
+{
+    struct collect_state *s = *state;
+    char folder[128];
+    snprintf(folder, sizeof(folder), "%s/drop", s->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    drop_file(folder, "good.prom", "energy.fuel_days 45 days\n", 0);
+    drop_file(folder, "bad.prom", "energy.ok 1\nEnergy Not An Id 5\n", 0);
+    drop_file(folder, "nan.prom", "energy.x NaN\n", 0);
+    /* Larger than 1 MiB: skipped without reading it all. */
+    char path[256];
+    snprintf(path, sizeof(path), "%s/huge.prom", folder);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 70000; i++)
+        fputs("energy.filler_value 1\n", f);
+    fclose(f);
+    add_file(s, "drop", folder);
+    log_start(s);
+    run_once(s);
+    const char *log = log_stop(s);
+    assert_int_equal(s->n_results, 1);
+    assert_int_equal(s->results[0].n, 1);
+    assert_string_equal(s->results[0].samples[0].indicator, "energy.fuel_days");
+    char needle[256];
+    snprintf(needle, sizeof(needle), "%s/bad.prom:2: ", folder);
+    assert_contains(log, needle);
+    assert_contains(log, "; file skipped");
+    snprintf(needle, sizeof(needle), "%s/nan.prom:1: ", folder);
+    assert_contains(log, needle);
+    assert_contains(log, "huge.prom: larger than 1 MiB; skipped");
+}
+
+static void test_file_missing_and_empty_folder(void **state)
+{
+    struct collect_state *s = *state;
+    char missing[128], empty[128];
+    snprintf(missing, sizeof(missing), "%s/nowhere", s->dir);
+    snprintf(empty, sizeof(empty), "%s/empty", s->dir);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    add_file(s, "gone", missing);
+    struct agent_collector_config *c = add_file(s, "quiet", empty);
+    c->interval_ms = 100;
+    s->cfg->collectors[0].interval_ms = 100;
+
+    /* Three runs each: the problem is logged at its level once, then at
+     * info ("again"); the empty folder once at notice, then at debug. */
+    struct agent_collectors *set = NULL;
+    assert_int_equal(agent_collectors_new(s->cfg, on_result, s, &set, NULL), RSL_OK);
+    log_start(s);
+    int64_t t0 = rsl_monotonic_ms();
+    agent_collectors_tick(set, t0);
+    agent_collectors_tick(set, t0 + 100);
+    agent_collectors_tick(set, t0 + 200);
+    agent_collectors_free(&set);
+    const char *log = log_stop(s);
+    assert_int_equal(s->n_results, 0);
+    char needle[256];
+    snprintf(needle, sizeof(needle), "error collector: collector gone: %s: No such file", missing);
+    assert_contains(log, needle);
+    snprintf(needle, sizeof(needle), "info collector: collector gone: %s: No such file", missing);
+    assert_contains(log, needle);
+    assert_contains(log, "no measurements (again)");
+    assert_contains(log, "notice collector: collector quiet produced no measurements");
+    assert_contains(log, "debug collector: collector quiet produced no measurements");
+    /* Exactly one error line for the repeating problem. */
+    const char *p = log;
+    int errors = 0;
+    while ((p = strstr(p, "error collector: collector gone")) != NULL) {
+        errors++;
+        p++;
+    }
+    assert_int_equal(errors, 1);
+}
+
+/* ---- http ------------------------------------------------------------------------------- */
+
+struct route {
+    const char *path;
+    int status;
+    const char *content_type;
+    const char *body;       /* NULL: `big` bytes of filler */
+    size_t big;
+    int delay_ms;           /* before answering */
+};
+
+struct https_server {
+    SSL_CTX *ctx;
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    atomic_int stop;
+    const struct route *routes;
+    size_t n_routes;
+    atomic_int requests;                 /* requests answered (any route) */
+    char last_authorization[256];        /* written by the thread, read after a run */
+};
+
+static void *https_thread(void *arg)
+{
+    struct https_server *srv = arg;
+    while (!atomic_load(&srv->stop)) {
+        struct pollfd pfd = {srv->listen_fd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        int fd = accept(srv->listen_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        struct timeval tv = {5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        SSL *ssl = SSL_new(srv->ctx);
+        SSL_set_fd(ssl, fd);
+        char req[8192];
+        size_t got = 0;
+        if (SSL_accept(ssl) == 1) {
+            /* Read the request head. */
+            while (got < sizeof(req) - 1) {
+                int n = SSL_read(ssl, req + got, (int)(sizeof(req) - 1 - got));
+                if (n <= 0)
+                    break;
+                got += (size_t)n;
+                req[got] = '\0';
+                if (strstr(req, "\r\n\r\n") != NULL)
+                    break;
+            }
+            req[got] = '\0';
+            char path[256] = "";
+            sscanf(req, "GET %255s", path);
+            const char *auth = strstr(req, "Authorization: ");
+            if (auth != NULL) {
+                size_t n = strcspn(auth, "\r\n");
+                if (n >= sizeof(srv->last_authorization))
+                    n = sizeof(srv->last_authorization) - 1;
+                memcpy(srv->last_authorization, auth, n);
+                srv->last_authorization[n] = '\0';
+            }
+            const struct route *r = NULL;
+            for (size_t i = 0; i < srv->n_routes; i++)
+                if (strcmp(srv->routes[i].path, path) == 0)
+                    r = &srv->routes[i];
+            char head[512];
+            char *filler = NULL;
+            const char *body = "not found\n";
+            size_t blen = strlen(body);
+            int status = 404;
+            const char *ctype = "text/plain";
+            if (r != NULL) {
+                status = r->status;
+                ctype = r->content_type;
+                if (r->body != NULL) {
+                    body = r->body;
+                    blen = strlen(body);
+                } else {
+                    filler = malloc(r->big);
+                    memset(filler, '#', r->big);
+                    body = filler;
+                    blen = r->big;
+                }
+                if (r->delay_ms > 0)
+                    usleep((useconds_t)r->delay_ms * 1000);
+            }
+            int hl = snprintf(head, sizeof(head),
+                              "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                              "Connection: close\r\n\r\n",
+                              status, ctype, blen);
+            if (SSL_write(ssl, head, hl) > 0)
+                for (size_t off = 0; off < blen;) {
+                    size_t chunk = blen - off > 16384 ? 16384 : blen - off;
+                    int n = SSL_write(ssl, body + off, (int)chunk);
+                    if (n <= 0)
+                        break;
+                    off += (size_t)n;
+                }
+            free(filler);
+            atomic_fetch_add(&srv->requests, 1);
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        close(fd);
+        ERR_clear_error();
+    }
+    return NULL;
+}
+
+/* A self-signed certificate for 127.0.0.1 made by the openssl CLI. */
+static void make_cert(const char *dir, const char *name, char *crt, char *key, size_t len)
+{
+    char cmd[1024];
+    snprintf(crt, len, "%s/%s.crt", dir, name);
+    snprintf(key, len, "%s/%s.key", dir, name);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s "
+             "-out %s -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 "
+             ">/dev/null 2>&1",
+             key, crt);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* "sha256//BASE64" of a certificate's public key, as curl --pinnedpubkey. */
+static void cert_pin(const char *crt, char *out, size_t outlen)
+{
+    FILE *f = fopen(crt, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    unsigned char *der = NULL;
+    int dlen = i2d_PUBKEY(X509_get0_pubkey(x), &der);
+    assert_true(dlen > 0);
+    uint8_t hash[32];
+    char b64[64];
+    rsl_sha256(der, (size_t)dlen, hash);
+    rsl_base64_encode(hash, sizeof(hash), b64);
+    snprintf(out, outlen, "sha256//%s", b64);
+    OPENSSL_free(der);
+    X509_free(x);
+}
+
+static void https_start(struct https_server *srv, const char *crt, const char *key,
+                        const struct route *routes, size_t n_routes)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->routes = routes;
+    srv->n_routes = n_routes;
+    srv->ctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(srv->ctx);
+    assert_int_equal(SSL_CTX_use_certificate_file(srv->ctx, crt, SSL_FILETYPE_PEM), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(srv->ctx, key, SSL_FILETYPE_PEM), 1);
+    srv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(srv->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(srv->listen_fd, 16), 0);
+    assert_int_equal(getsockname(srv->listen_fd, (struct sockaddr *)&a, &alen), 0);
+    srv->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&srv->thread, NULL, https_thread, srv), 0);
+}
+
+static void https_stop(struct https_server *srv)
+{
+    atomic_store(&srv->stop, 1);
+    pthread_join(srv->thread, NULL);
+    close(srv->listen_fd);
+    SSL_CTX_free(srv->ctx);
+}
+
+static struct agent_collector_config *add_http(struct collect_state *s, const char *name,
+                                               int port, const char *path, const char *ca_file)
+{
+    char url[256];
+    struct agent_collector_config *c = add_collector(s, name, AGENT_COLLECTOR_HTTP);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d%s", port, path);
+    c->url = strdup(url);
+    c->ca_file = ca_file != NULL ? strdup(ca_file) : NULL;
+    c->timeout_ms = 10000;
+    return c;
+}
+
+static const struct result *result_of(const struct collect_state *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_results; i++)
+        if (strcmp(s->results[i].collector, name) == 0)
+            return &s->results[i];
+    return NULL;
+}
+
+static void test_http_formats_token_and_pin(void **state)
+{
+    struct collect_state *s = *state;
+    char crt[256], key[256], pin[128], token_file[256];
+    static const struct route routes[] = {
+        {"/lines", 200, "text/plain; version=0.0.4", "energy.fuel_days 45 days\nhealth.beds 7\n",
+         0, 0},
+        {"/json", 200, "application/json; charset=utf-8",
+         "{\"energy.oil_stock_days\": 91.5, \"health.beds\": 1200}", 0, 0},
+        {"/json-as-text", 200, "text/plain", "{\"comms.reach_pct\": 87}", 0, 0},
+    };
+    struct https_server srv;
+    make_cert(s->dir, "server", crt, key, sizeof(crt));
+    cert_pin(crt, pin, sizeof(pin));
+    https_start(&srv, crt, key, routes, 3);
+    snprintf(token_file, sizeof(token_file), "%s/token", s->dir);
+    FILE *f = fopen(token_file, "w");
+    assert_non_null(f);
+    fputs("  s3cret-token_value \n", f);
+    fclose(f);
+    chmod(token_file, 0600);
+
+    add_http(s, "lines", srv.port, "/lines", crt);
+    struct agent_collector_config *j = add_http(s, "json", srv.port, "/json", crt);
+    j->bearer_token_file = strdup(token_file);
+    j->pinned_public_key = strdup(pin);
+    struct agent_collector_config *forced = add_http(s, "forced", srv.port, "/json-as-text", crt);
+    forced->format = AGENT_HTTP_JSON;
+    log_start(s);
+    run_once(s);
+    log_stop(s);
+    https_stop(&srv);
+
+    assert_int_equal(s->n_results, 3);
+    const struct result *r = result_of(s, "lines");
+    assert_non_null(r);
+    assert_int_equal(r->n, 2);
+    assert_string_equal(r->samples[0].indicator, "energy.fuel_days");
+    assert_string_equal(r->samples[0].unit, "days");
+    r = result_of(s, "json");
+    assert_non_null(r);
+    assert_int_equal(r->n, 2);
+    assert_string_equal(r->samples[0].indicator, "energy.oil_stock_days");
+    assert_true(r->samples[0].value == 91.5);
+    assert_true(r->samples[1].value == 1200.0);
+    assert_string_equal(srv.last_authorization, "Authorization: Bearer s3cret-token_value");
+    r = result_of(s, "forced");
+    assert_non_null(r);
+    assert_int_equal(r->n, 1);
+    assert_string_equal(r->samples[0].indicator, "comms.reach_pct");
+}
+
+static void test_http_failures_are_clean(void **state)
+{
+    struct collect_state *s = *state;
+    char crt[256], key[256], other_crt[256], other_key[256], other_pin[128];
+    static const struct route routes[] = {
+        {"/a", 200, "text/plain", "energy.fuel_days 45 days\n", 0, 0},
+        {"/fail", 500, "text/plain", "oops\n", 0, 0},
+        {"/big", 200, "text/plain", NULL, 2 * 1024 * 1024, 0},
+        {"/slow", 200, "text/plain", "energy.fuel_days 1\n", 0, 1500},
+        {"/badjson", 200, "application/json", "{\"a\": 1,\n \"b\": }", 0, 0},
+        {"/badlines", 200, "text/plain", "energy.fuel_days 45 days\nwhat is this\n", 0, 0},
+    };
+    struct https_server srv;
+    make_cert(s->dir, "server", crt, key, sizeof(crt));
+    make_cert(s->dir, "other", other_crt, other_key, sizeof(other_crt));
+    cert_pin(other_crt, other_pin, sizeof(other_pin));
+    https_start(&srv, crt, key, routes, sizeof(routes) / sizeof(routes[0]));
+
+    add_http(s, "wrongca", srv.port, "/a", other_crt);
+    struct agent_collector_config *wp = add_http(s, "wrongpin", srv.port, "/a", crt);
+    wp->pinned_public_key = strdup(other_pin);
+    add_http(s, "fail", srv.port, "/fail", crt);
+    add_http(s, "big", srv.port, "/big", crt);
+    struct agent_collector_config *slow = add_http(s, "slow", srv.port, "/slow", crt);
+    slow->timeout_ms = 500;
+    add_http(s, "badjson", srv.port, "/badjson", crt);
+    add_http(s, "badlines", srv.port, "/badlines", crt);
+    /* Nothing listens on the port of a closed socket. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    close(fd);
+    add_http(s, "refused", ntohs(a.sin_port), "/a", crt);
+
+    log_start(s);
+    run_once(s);
+    const char *log = log_stop(s);
+    https_stop(&srv);
+
+    assert_int_equal(s->n_results, 0);
+    assert_contains(log, "collector wrongca: GET https://127.0.0.1:");
+    assert_contains(log, "SSL certificate problem");
+    assert_contains(log, "collector wrongpin: GET");
+    assert_contains(log, "public key does not match pinned public key");
+    assert_contains(log, "/fail: HTTP status 500; no measurements");
+    assert_contains(log, "/big: body larger than 1048576 bytes; no measurements");
+    assert_contains(log, "collector slow: GET");
+    assert_contains(log, "imed out");
+    assert_contains(log, "/badjson:2:");
+    assert_contains(log, "/badlines:2: ");
+    assert_contains(log, "collector refused: GET");
+}
+
+static void test_http_token_file_must_be_private(void **state)
+{
+    struct collect_state *s = *state;
+    char token_file[256];
+    snprintf(token_file, sizeof(token_file), "%s/token", s->dir);
+    FILE *f = fopen(token_file, "w");
+    assert_non_null(f);
+    fputs("tok\n", f);
+    fclose(f);
+    chmod(token_file, 0644);
+    struct agent_collector_config *c = add_http(s, "web", 1, "/", NULL);
+    c->bearer_token_file = strdup(token_file);
+    struct agent_collectors *set = NULL;
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    assert_int_not_equal(agent_collectors_new(s->cfg, on_result, s, &set, &err), RSL_OK);
+    assert_null(set);
+    assert_contains(err.text, "collector web: bearer_token_file");
+    assert_contains(err.text, "chmod 600");
+    assert_int_not_equal(agent_collectors_check(s->cfg, NULL), RSL_OK);
+
+    /* Private but not a token (two words). */
+    chmod(token_file, 0600);
+    f = fopen(token_file, "w");
+    assert_non_null(f);
+    fputs("two words\n", f);
+    fclose(f);
+    rsl_error_clear(&err);
+    assert_int_not_equal(agent_collectors_new(s->cfg, on_result, s, &set, &err), RSL_OK);
+    assert_contains(err.text, "not a token");
+    f = fopen(token_file, "w");
+    assert_non_null(f);
+    fputs("fine\n", f);
+    fclose(f);
+    assert_int_equal(agent_collectors_check(s->cfg, NULL), RSL_OK);
 }
 
 /* ---- reports ----------------------------------------------------------------------------- */
@@ -576,6 +1121,7 @@ static void test_report_build_verifies(void **state)
 int main(void)
 {
     rsl_log_init("test_collect", RSL_LOG_DEBUG);
+    signal(SIGPIPE, SIG_IGN); /* the test's HTTPS server writes to clients that left */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_static, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_output_parsed, setup, teardown),
@@ -586,6 +1132,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exec_leftovers_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_child_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schedule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_fresh_stale_and_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_bad_file_named_and_others_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_missing_and_empty_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_formats_token_and_pin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_failures_are_clean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_token_file_must_be_private, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_build_verifies, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

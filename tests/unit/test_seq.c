@@ -2,7 +2,11 @@
  * test_seq.c - the agent's sequence counter: starts at 1, persists before a
  * number is used, never repeats across reopen (including "kill -9", i.e. a
  * second open while the first was never closed), refuses a damaged file,
- * and hands out nothing when it cannot persist.
+ * and hands out nothing when it cannot persist. Reserved blocks: one
+ * durable write per block, never reused by another opener, given back at a
+ * clean stop only when nobody moved past them. Two processes (a daemon
+ * with blocks and a submit taking one at a time) hammering the same file
+ * through the flock never get the same number.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,10 +18,12 @@
 #include "testutil.h"
 
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rsl/util.h"
@@ -227,6 +233,133 @@ static void test_persist_failure_hands_out_nothing(void **state)
     agent_seq_close(&seq);
 }
 
+/* Blocks: the file moves a block ahead, numbers come from memory, a second
+ * opener starts after the block, release gives back only an untouched tail. */
+static void test_reserved_blocks(void **state)
+{
+    struct seq_state *s = *state;
+    struct agent_seq *a = NULL;
+    struct agent_seq *b = NULL;
+    uint64_t n = 0;
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    agent_seq_set_reserve(a, 16);
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(file_value(s->path), 17);
+    for (uint64_t want = 2; want <= 5; want++) {
+        assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+        assert_int_equal(n, want);
+    }
+    assert_int_equal(file_value(s->path), 17); /* no write per number */
+
+    /* Another process (a submit) starts after the block. */
+    assert_int_equal(agent_seq_open(s->path, &b, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(b, &n, NULL), RSL_OK);
+    assert_int_equal(n, 17);
+    assert_int_equal(file_value(s->path), 18);
+    /* a goes on inside its block; its release must not move the file back
+     * below 18: b took a number after the block. */
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+    assert_int_equal(n, 6);
+    assert_int_equal(agent_seq_release(a, NULL), RSL_OK);
+    assert_int_equal(file_value(s->path), 18);
+    agent_seq_close(&a);
+    agent_seq_close(&b);
+
+    /* Nobody moved past the block: release gives the tail back. */
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    agent_seq_set_reserve(a, 100);
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+    assert_int_equal(n, 18);
+    assert_int_equal(file_value(s->path), 118);
+    assert_int_equal(agent_seq_release(a, NULL), RSL_OK);
+    assert_int_equal(file_value(s->path), 19);
+    assert_int_equal(agent_seq_release(a, NULL), RSL_OK); /* nothing left: no-op */
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK);
+    assert_int_equal(n, 19);
+    agent_seq_close(&a);
+
+    /* "kill -9" with a block out: the rest of the block is a gap, never
+     * handed out again. */
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    assert_int_equal(agent_seq_peek(a), 119);
+    agent_seq_close(&a);
+
+    /* The lock nests and is released by the last unlock. */
+    assert_int_equal(agent_seq_open(s->path, &a, NULL), RSL_OK);
+    assert_int_equal(agent_seq_lock(a, NULL), RSL_OK);
+    assert_int_equal(agent_seq_take(a, &n, NULL), RSL_OK); /* takes it again inside */
+    agent_seq_unlock(a);
+    agent_seq_unlock(a);
+    agent_seq_unlock(a); /* one too many: harmless */
+    agent_seq_close(&a);
+}
+
+/* Two processes share the counter through the flock: a "daemon" with
+ * blocks of 8 and a "submit" taking one at a time, each taking 300 numbers
+ * as fast as it can and writing them to its own file. No number twice. */
+static void take_many(const char *path, unsigned reserve, const char *out_path)
+{
+    struct agent_seq *seq = NULL;
+    FILE *out = fopen(out_path, "w");
+    if (out == NULL || agent_seq_open(path, &seq, NULL) != RSL_OK)
+        _exit(2);
+    agent_seq_set_reserve(seq, reserve);
+    for (int i = 0; i < 300; i++) {
+        uint64_t n = 0;
+        if (agent_seq_take(seq, &n, NULL) != RSL_OK)
+            _exit(3);
+        fprintf(out, "%llu\n", (unsigned long long)n);
+    }
+    agent_seq_release(seq, NULL);
+    agent_seq_close(&seq);
+    fclose(out);
+}
+
+static void test_two_processes_never_share_a_number(void **state)
+{
+    struct seq_state *s = *state;
+    char out_a[160], out_b[160];
+    snprintf(out_a, sizeof(out_a), "%s/a.txt", s->dir);
+    snprintf(out_b, sizeof(out_b), "%s/b.txt", s->dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        take_many(s->path, 1, out_b);
+        _exit(0);
+    }
+    take_many(s->path, 8, out_a);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    static uint8_t seen[4096];
+    memset(seen, 0, sizeof(seen));
+    unsigned total = 0;
+    const char *files[] = {out_a, out_b};
+    for (int f = 0; f < 2; f++) {
+        FILE *in = fopen(files[f], "r");
+        unsigned long long v;
+        assert_non_null(in);
+        while (fscanf(in, "%llu", &v) == 1) {
+            assert_true(v >= 1 && v < sizeof(seen));
+            if (seen[v])
+                fail_msg("number %llu handed out twice", v);
+            seen[v] = 1;
+            total++;
+        }
+        fclose(in);
+    }
+    assert_int_equal(total, 600);
+    /* Both released what they did not use (if nobody had moved past it):
+     * the file never goes below the highest number used + 1. */
+    uint64_t highest = 0;
+    for (uint64_t v = 1; v < sizeof(seen); v++)
+        if (seen[v])
+            highest = v;
+    assert_true(file_value(s->path) > highest);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +370,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persist_failure_hands_out_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserved_blocks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_processes_never_share_a_number, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

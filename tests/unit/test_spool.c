@@ -1,18 +1,31 @@
 /*
  * test_spool.c - the agent's crash-safe spool, and delivery out of it.
  *
- * Spool: entries round-trip; listing is ordered and chunked; remove and
- * reject do what the acks ask (rejected/<seq>.reason beside the entry); a
- * flipped byte, a truncated file or a bad header is quarantined in corrupt/
- * while the other entries still read; leftovers in tmp/ and stray names in
- * pending/ are cleared at open; a sequence is never overwritten.
+ * Spool: entries round-trip; listing is ordered and chunked, also across
+ * long gaps in the numbers (probing falls back to reading the folder);
+ * remove and reject do what the acks ask (rejected/<seq>.reason beside the
+ * entry); a flipped byte, a truncated file or a bad header is quarantined
+ * in corrupt/ while the other entries still read; leftovers in tmp/ and
+ * stray names in pending/ are cleared at open; a sequence is never
+ * overwritten; totals (entries, bytes) follow every operation without a
+ * rescan; entries another process adds are adopted through the inotify
+ * watch, our own are not counted twice; agent_spool_inspect (status) agrees.
  *
  * Delivery: the real daemon (--once) against a CURVE ROUTER running in a
  * thread of this test, which plays the aggregator with a script: no answer
  * (resend after resend_timeout), RETRY_LATER, REJECTED, DUPLICATE, plus
  * acks for other agents, unknown sequences and garbage that must be
  * ignored. Afterwards the spool must hold exactly what the acks imply, and
- * every frame the server saw must carry a valid signature.
+ * every frame the server saw must carry a valid signature. Also: the
+ * sender fails over from a dead endpoint to the next and comes back to the
+ * first once a probe finds it again; `submit` in another process while
+ * the daemon runs shares the sequence counter (no number twice, no report
+ * with two contents) and its reports are delivered; the backoff grows
+ * exponentially with jitter and stays under its cap. SIGHUP reloads the
+ * config (a changed value arrives) and a bad new config keeps the old one;
+ * under systemd (a real NOTIFY_SOCKET in this test) the daemon says
+ * READY=1, STATUS=..., STOPPING=1 and pings WATCHDOG=1 at half of
+ * WATCHDOG_USEC.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +41,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -35,7 +49,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -48,8 +66,10 @@
 #include "rsl/log.h"
 #include "rsl/sign.h"
 #include "rsl/util.h"
+#include "agent/sender.h"
 #include "agent/seq.h"
 #include "agent/spool.h"
+#include "agent/submit.h"
 
 struct spool_state {
     char dir[64];
@@ -359,6 +379,131 @@ static void test_list_chunks_in_order(void **state)
     agent_spool_close(&sp);
 }
 
+/* Long gaps (acked or dropped runs) do not hide what is after them. */
+static void test_list_across_gaps(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    uint8_t payload[8] = {0};
+    uint64_t out[64];
+    size_t n = 0;
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    for (uint64_t seq = 1; seq <= 10; seq++)
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    for (uint64_t seq = 500; seq <= 510; seq++)
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    assert_int_equal(agent_spool_append(sp, 5000, payload, sizeof(payload), NULL), RSL_OK);
+    for (uint64_t seq = 2; seq <= 9; seq++)
+        assert_int_equal(agent_spool_remove(sp, seq, NULL), RSL_OK);
+    assert_int_equal(agent_spool_list(sp, 0, out, 64, &n, NULL), RSL_OK);
+    assert_int_equal(n, 2 + 11 + 1);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 10);
+    assert_int_equal(out[2], 500);
+    assert_int_equal(out[12], 510);
+    assert_int_equal(out[13], 5000);
+    /* Starting inside a gap, and in chunks smaller than what is there. */
+    assert_int_equal(agent_spool_list(sp, 11, out, 3, &n, NULL), RSL_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0], 500);
+    assert_int_equal(out[2], 502);
+    assert_int_equal(agent_spool_list(sp, 510, out, 3, &n, NULL), RSL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0], 5000);
+    uint64_t oldest = 0;
+    int64_t mtime = 0;
+    assert_int_equal(agent_spool_oldest(sp, &oldest, &mtime, NULL), RSL_OK);
+    assert_int_equal(oldest, 1);
+    assert_int_equal(agent_spool_remove(sp, 1, NULL), RSL_OK);
+    assert_int_equal(agent_spool_oldest(sp, &oldest, &mtime, NULL), RSL_OK);
+    assert_int_equal(oldest, 10);
+    assert_true(agent_spool_needs_sync(sp));
+    assert_int_equal(agent_spool_sync(sp, NULL), RSL_OK);
+    assert_false(agent_spool_needs_sync(sp));
+    agent_spool_close(&sp);
+}
+
+/* Totals follow every operation; another writer's entries are adopted
+ * through the watch exactly once; inspect (status) sees the same. */
+static void test_totals_and_other_writers(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *owner = NULL;
+    struct agent_spool *writer = NULL;
+    uint8_t payload[100] = {0};
+    size_t n_new = 0;
+    uint64_t lowest = 0;
+
+    assert_int_equal(agent_spool_open(s->dir, &owner, NULL), RSL_OK);
+    assert_true(agent_spool_watch_fd(owner) >= 0);
+    for (uint64_t seq = 1; seq <= 4; seq++)
+        assert_int_equal(agent_spool_append(owner, seq, payload, sizeof(payload), NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(owner), 4);
+    assert_int_equal(agent_spool_bytes(owner), 4 * 164);
+    /* Our own appends caused events: they are not counted again. */
+    assert_int_equal(agent_spool_watch_handle(owner, &n_new, &lowest, NULL), RSL_OK);
+    assert_int_equal(n_new, 0);
+    assert_int_equal(agent_spool_count(owner), 4);
+
+    /* Another process (a writer-mode spool) adds 7, 5 and 6. */
+    assert_int_equal(agent_spool_open_writer(s->dir, &writer, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(writer), 0); /* a writer keeps no totals */
+    assert_int_equal(agent_spool_append(writer, 7, payload, 36, NULL), RSL_OK);
+    assert_int_equal(agent_spool_append(writer, 5, payload, 36, NULL), RSL_OK);
+    assert_int_equal(agent_spool_append(writer, 6, payload, 36, NULL), RSL_OK);
+    agent_spool_close(&writer);
+    assert_int_equal(agent_spool_watch_handle(owner, &n_new, &lowest, NULL), RSL_OK);
+    assert_int_equal(n_new, 3);
+    assert_int_equal(lowest, 5);
+    assert_int_equal(agent_spool_count(owner), 7);
+    assert_int_equal(agent_spool_bytes(owner), 4 * 164 + 3 * 100);
+    assert_int_equal(agent_spool_max_sequence(owner), 7);
+
+    /* Ack, reject, quarantine: totals follow. */
+    assert_int_equal(agent_spool_remove(owner, 1, NULL), RSL_OK);
+    assert_int_equal(agent_spool_reject(owner, 2, "no", NULL), RSL_OK);
+    char path[AGENT_PATH_MAX + 64];
+    entry_path(s->dir, "pending", 3, ".rpt", path, sizeof(path));
+    flip_byte(path, AGENT_SPOOL_HEADER_BYTES + 3);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(agent_spool_read(owner, 3, 1 << 20, &data, &len, NULL), RSL_ECORRUPT);
+    assert_int_equal(agent_spool_count(owner), 4);
+    assert_int_equal(agent_spool_bytes(owner), 164 + 3 * 100);
+    assert_int_equal(agent_spool_rejected(owner), 1);
+    assert_int_equal(agent_spool_corrupt(owner), 1);
+
+    struct agent_spool_summary sum;
+    assert_int_equal(agent_spool_inspect(s->dir, &sum, NULL), RSL_OK);
+    assert_int_equal(sum.pending, 4);
+    assert_int_equal(sum.bytes, 164 + 3 * 100);
+    assert_int_equal(sum.oldest_sequence, 4);
+    assert_true(sum.oldest_mtime_ms > rsl_now_ms() - 600000);
+    assert_int_equal(sum.rejected, 1);
+    assert_int_equal(sum.corrupt, 1);
+    assert_string_equal(sum.counters_problem, "");
+
+    /* Recounting from scratch agrees with the incremental totals. */
+    bool changed = true;
+    assert_int_equal(agent_spool_rescan(owner, &changed, NULL), RSL_OK);
+    assert_false(changed);
+    agent_spool_close(&owner);
+    /* Reopen: the same, by the scan. */
+    assert_int_equal(agent_spool_open(s->dir, &owner, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(owner), 4);
+    assert_int_equal(agent_spool_bytes(owner), 164 + 3 * 100);
+    assert_int_equal(agent_spool_rejected(owner), 1);
+    assert_int_equal(agent_spool_corrupt(owner), 1);
+    agent_spool_close(&owner);
+
+    /* inspect of a folder that does not exist: ENOENT, nothing created. */
+    char nowhere[128];
+    snprintf(nowhere, sizeof(nowhere), "%s/nowhere", s->dir);
+    assert_int_equal(agent_spool_inspect(nowhere, &sum, NULL), RSL_ENOENT);
+    assert_false(exists(nowhere));
+}
+
 /* ---- delivery: the daemon against a scripted aggregator ------------------------ */
 
 enum script {
@@ -380,8 +525,13 @@ struct fake_aggregator {
     sem_t ready;
     atomic_int stop;
     pthread_t thread;
+    const char *bind_to;       /* NULL: an ephemeral port on 127.0.0.1 */
     /* Written by the thread, read after join. */
     unsigned received[MAX_SEQ];
+    uint8_t digest[MAX_SEQ][32];   /* SHA-256 of the first frame seen per sequence */
+    unsigned equivocations;        /* same sequence, different bytes */
+    unsigned submitted;            /* reports whose source is "submit" */
+    atomic_int last_value;         /* value of the last report's first measurement */
     unsigned bad_signatures;
     atomic_uint frames;
     char marking[RSL_MARKING_MAX + 1];
@@ -423,7 +573,7 @@ static void *aggregator_thread(void *arg)
     zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof(one));
     zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, fa->secret_key, 41);
-    zmq_bind(router, "tcp://127.0.0.1:*");
+    zmq_bind(router, fa->bind_to != NULL ? fa->bind_to : "tcp://127.0.0.1:*");
     zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, fa->endpoint, &eplen);
     sem_post(&fa->ready);
 
@@ -449,10 +599,23 @@ static void *aggregator_thread(void *arg)
                                   sr->signature.data, sr->signature.len) != RSL_OK)
                 fa->bad_signatures++;
             snprintf(fa->marking, sizeof(fa->marking), "%s", report->marking);
-            if (report->n_measurements > 0)
+            if (report->n_measurements > 0) {
                 snprintf(fa->source, sizeof(fa->source), "%s", report->measurements[0]->source);
+                atomic_store(&fa->last_value, (int)report->measurements[0]->value);
+            }
             uint64_t seq = report->sequence;
             unsigned attempt = seq < MAX_SEQ ? ++fa->received[seq] : 1;
+            if (seq < MAX_SEQ) {
+                uint8_t d[32];
+                rsl_sha256(zmq_msg_data(&body), zmq_msg_size(&body), d);
+                if (attempt == 1)
+                    memcpy(fa->digest[seq], d, 32);
+                else if (memcmp(fa->digest[seq], d, 32) != 0)
+                    fa->equivocations++;
+                if (attempt == 1 && report->n_measurements > 0 &&
+                    strcmp(report->measurements[0]->source, "submit") == 0)
+                    fa->submitted++;
+            }
             /* Noise the agent must ignore, before the real answer: an ack
              * for another agent, one for a sequence not in flight, garbage. */
             if (fa->script == SCRIPT_MIXED || fa->script == SCRIPT_SILENT) {
@@ -493,20 +656,35 @@ static void *aggregator_thread(void *arg)
     return NULL;
 }
 
-static void aggregator_start(struct fake_aggregator *fa, enum script script, const char *keys_dir,
-                             const char *agent_id)
+/* Start on `bind_to` (NULL: any port) with the given CURVE key pair
+ * (NULL: a new one). */
+static void aggregator_start_at(struct fake_aggregator *fa, enum script script,
+                                const char *keys_dir, const char *agent_id, const char *bind_to,
+                                const char *public_key, const char *secret_key)
 {
     char path[AGENT_PATH_MAX + 64];
     memset(fa, 0, sizeof(*fa));
     fa->script = script;
+    fa->bind_to = bind_to;
     snprintf(fa->agent_id, sizeof(fa->agent_id), "%s", agent_id);
-    assert_int_equal(zmq_curve_keypair(fa->public_key, fa->secret_key), 0);
+    if (public_key != NULL) {
+        memcpy(fa->public_key, public_key, 41);
+        memcpy(fa->secret_key, secret_key, 41);
+    } else {
+        assert_int_equal(zmq_curve_keypair(fa->public_key, fa->secret_key), 0);
+    }
     snprintf(path, sizeof(path), "%s/sign.pub", keys_dir);
     assert_int_equal(rsl_public_key_load_pem(path, fa->agent_sign_key, NULL), RSL_OK);
     assert_int_equal(sem_init(&fa->ready, 0, 0), 0);
     assert_int_equal(pthread_create(&fa->thread, NULL, aggregator_thread, fa), 0);
     while (sem_wait(&fa->ready) != 0)
         ;
+}
+
+static void aggregator_start(struct fake_aggregator *fa, enum script script, const char *keys_dir,
+                             const char *agent_id)
+{
+    aggregator_start_at(fa, script, keys_dir, agent_id, NULL, NULL, NULL);
 }
 
 static void aggregator_stop(struct fake_aggregator *fa)
@@ -825,6 +1003,468 @@ static void test_sigterm_stops_cleanly(void **state)
     agent_config_free(&cfg);
 }
 
+/* ---- backoff ---------------------------------------------------------------- */
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* Exponential from the base, capped, spread in [0.75, 1.25) x. */
+    for (uint32_t r = 0; r < 2000; r += 7) {
+        int64_t prev_lo = 0;
+        for (unsigned attempt = 1; attempt <= 40; attempt++) {
+            int64_t v = agent_backoff_ms(1000, 60000, attempt, r * 2654435761U);
+            int64_t d = attempt <= 6 ? 1000LL << (attempt - 1) : 60000;
+            if (d > 60000)
+                d = 60000;
+            if (v < d - d / 4 || v >= d + d / 4 + 1 || v > 60000)
+                fail_msg("attempt %u: %lld outside [%lld, %lld)", attempt, (long long)v,
+                         (long long)(d - d / 4), (long long)(d + d / 4));
+            assert_true(d - d / 4 >= prev_lo); /* the range only moves up */
+            prev_lo = d - d / 4;
+        }
+    }
+    /* The spread is real: different randomness, different waits. */
+    assert_int_not_equal(agent_backoff_ms(1000, 60000, 1, 0), agent_backoff_ms(1000, 60000, 1, 499));
+    assert_int_equal(agent_backoff_ms(1000, 60000, 1, 0), 750);
+    assert_int_equal(agent_backoff_ms(1000, 60000, 1, 499), 1249);
+    /* A cap below the base is raised to it; huge attempts do not overflow. */
+    assert_true(agent_backoff_ms(30000, 1000, 1, 0) <= 30000);
+    assert_true(agent_backoff_ms(30000, 1000, 1, 0) >= 22500);
+    assert_true(agent_backoff_ms(1000, INT64_MAX / 2, 4000000000U, 12345) > 0);
+    assert_true(agent_backoff_ms(0, 0, 0, 0) >= 1);
+}
+
+/* ---- failover ----------------------------------------------------------------- */
+
+/* A tcp:// endpoint on 127.0.0.1 where nothing listens (for now). */
+static void dead_endpoint(char *out, size_t outlen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(out, outlen, "tcp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    close(fd);
+}
+
+/* One round of the daemon's loop for a bare sender. */
+static void sender_round(struct agent_sender *snd)
+{
+    zmq_pollitem_t items[AGENT_SENDER_POLL_ITEMS];
+    int64_t now = rsl_monotonic_ms();
+    agent_sender_tick(snd, now);
+    size_t n = agent_sender_poll_fill(snd, items, AGENT_SENDER_POLL_ITEMS);
+    int64_t deadline = agent_sender_next_deadline(snd);
+    long timeout = 50;
+    if (deadline >= 0 && deadline - now < timeout)
+        timeout = deadline <= now ? 0 : (long)(deadline - now);
+    assert_true(zmq_poll(items, (int)n, timeout) >= 0);
+    agent_sender_poll_handle(snd, items, n, rsl_monotonic_ms());
+}
+
+static void spool_reports(struct agent_spool *sp, const struct agent_config *cfg,
+                          const struct agent_keys *keys, uint64_t from, uint64_t to)
+{
+    struct rsl_sample sample;
+    memset(&sample, 0, sizeof(sample));
+    snprintf(sample.indicator, sizeof(sample.indicator), "test.failover");
+    for (uint64_t seq = from; seq <= to; seq++) {
+        uint8_t *frame = NULL;
+        size_t len = 0;
+        sample.value = (double)seq;
+        assert_int_equal(agent_report_build(cfg, &cfg->collectors[0], keys->signer, seq,
+                                            rsl_now_ms(), rsl_now_ms(), &sample, 1, &frame, &len,
+                                            NULL),
+                         RSL_OK);
+        assert_int_equal(agent_spool_append(sp, seq, frame, len, NULL), RSL_OK);
+        free(frame);
+    }
+}
+
+static void test_failover_and_failback(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator second, first;
+    char keys_dir[128];
+    char dead[64];
+    struct agent_keys *keys = NULL;
+    struct agent_spool *sp = NULL;
+    struct agent_sender *snd = NULL;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    dead_endpoint(dead, sizeof(dead));
+    aggregator_start(&second, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &second, 1, "");
+    assert_int_equal(agent_keys_load(cfg, &keys, NULL), RSL_OK);
+    assert_int_equal(agent_spool_open(cfg->spool_dir, &sp, NULL), RSL_OK);
+
+    void *ctx = zmq_ctx_new();
+    const char *endpoints[2] = {dead, second.endpoint};
+    struct agent_sender_options so = {
+        .agent_id = cfg->id, .endpoints = endpoints, .n_endpoints = 2,
+        .server_key = second.public_key, .client_public = keys->curve_public,
+        .client_secret = keys->curve_secret, .resend_timeout_ms = 200, .backoff_max_ms = 1000,
+        .heartbeat_ms = 200, .max_message_bytes = cfg->max_message_bytes, .window = 4,
+        .failover_ms = 300, .failback_probe_ms = 200,
+    };
+    assert_int_equal(agent_sender_new(ctx, &so, sp, &snd, NULL), RSL_OK);
+    assert_string_equal(agent_sender_endpoint(snd), dead);
+
+    /* 1. The first endpoint is dead: the reports arrive at the second. */
+    spool_reports(sp, cfg, keys, 1, 10);
+    agent_sender_notify(snd, 0);
+    int64_t give_up = rsl_monotonic_ms() + 60000;
+    while (agent_spool_count(sp) > 0) {
+        assert_true(rsl_monotonic_ms() < give_up);
+        sender_round(snd);
+    }
+    assert_string_equal(agent_sender_endpoint(snd), second.endpoint);
+    assert_true(agent_sender_stats(snd)->failovers >= 1);
+    assert_true(agent_sender_last_ack_ms(snd) > 0);
+    for (uint64_t seq = 1; seq <= 10; seq++)
+        assert_true(second.received[seq] >= 1);
+
+    /* 2. The first comes back (same keys): the sender moves back to it and
+     * what is spooled next goes there. */
+    aggregator_start_at(&first, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01", dead, second.public_key,
+                        second.secret_key);
+    while (strcmp(agent_sender_endpoint(snd), dead) != 0) {
+        assert_true(rsl_monotonic_ms() < give_up);
+        sender_round(snd);
+    }
+    spool_reports(sp, cfg, keys, 11, 15);
+    agent_sender_notify(snd, 11);
+    while (agent_spool_count(sp) > 0) {
+        assert_true(rsl_monotonic_ms() < give_up);
+        sender_round(snd);
+    }
+    agent_sender_free(&snd);
+    zmq_ctx_term(ctx);
+    aggregator_stop(&first);
+    aggregator_stop(&second);
+    for (uint64_t seq = 11; seq <= 15; seq++)
+        assert_true(first.received[seq] >= 1);
+    assert_int_equal(first.equivocations + second.equivocations, 0);
+    agent_spool_close(&sp);
+    agent_keys_free(&keys);
+    agent_config_free(&cfg);
+}
+
+/* ---- submit next to a running daemon -------------------------------------------- */
+
+struct submitter {
+    const struct agent_config *cfg;
+    pid_t child;
+    atomic_int done;
+    struct fake_aggregator *fa;
+    unsigned expected;          /* reports the daemon must have delivered */
+};
+
+/* Waits for the submitting child, then until everything arrived, then
+ * stops the daemon (this process) with SIGTERM. */
+static void *submit_watcher(void *arg)
+{
+    struct submitter *w = arg;
+    int status = 0;
+    waitpid(w->child, &status, 0);
+    atomic_store(&w->done, WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : 2);
+    char pending[AGENT_PATH_MAX + 16];
+    snprintf(pending, sizeof(pending), "%s/pending", w->cfg->spool_dir);
+    for (int i = 0; i < 6000; i++) {
+        if (w->fa->submitted >= w->expected && count_files(pending) == 0)
+            break;
+        usleep(10000);
+    }
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+static void test_submit_while_daemon_runs(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    pthread_t watcher;
+    sigset_t set, old;
+    const unsigned n_submits = 40;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    /* Three static collectors every 100 ms compete for numbers. */
+    struct agent_config *cfg = write_agent_config(s, &fa, 3, "");
+    for (size_t i = 0; i < cfg->n_collectors; i++)
+        cfg->collectors[i].interval_ms = 100;
+
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        /* Another process: `resilience-agent submit`, 40 times. */
+        struct agent_keys *keys = NULL;
+        if (agent_keys_load(cfg, &keys, NULL) != RSL_OK)
+            _exit(2);
+        usleep(100000);
+        for (unsigned i = 0; i < n_submits; i++) {
+            struct rsl_sample sample;
+            uint64_t seq = 0;
+            char arg[64];
+            snprintf(arg, sizeof(arg), "test.manual=%u:pct", i);
+            if (agent_submit_parse_arg(arg, &sample, NULL) != RSL_OK ||
+                agent_submit(cfg, keys, &sample, 1, &seq, NULL) != RSL_OK || seq == 0)
+                _exit(3);
+            usleep(5000);
+        }
+        agent_keys_free(&keys);
+        _exit(0);
+    }
+    struct submitter w = {.cfg = cfg, .child = child, .fa = &fa, .expected = n_submits};
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    assert_int_equal(pthread_create(&watcher, NULL, submit_watcher, &w), 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int code = run_daemon(cfg, false, 0);
+    pthread_join(watcher, NULL);
+    aggregator_stop(&fa);
+
+    assert_int_equal(code, 0);
+    assert_int_equal(atomic_load(&w.done), 1);
+    assert_int_equal(fa.submitted, n_submits);
+    assert_int_equal(fa.equivocations, 0); /* no number carried two reports */
+    assert_int_equal(fa.bad_signatures, 0);
+    char path[AGENT_PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/pending", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+    snprintf(path, sizeof(path), "%s/rejected", cfg->spool_dir);
+    assert_int_equal(count_files(path), 0);
+
+    /* Submitted with the daemon stopped: it waits in the spool and the next
+     * start delivers it. */
+    struct agent_keys *keys = NULL;
+    struct rsl_sample sample;
+    uint64_t seq = 0;
+    assert_int_equal(agent_keys_load(cfg, &keys, NULL), RSL_OK);
+    assert_int_equal(agent_submit_parse_arg("test.offline=1", &sample, NULL), RSL_OK);
+    assert_int_equal(agent_submit(cfg, keys, &sample, 1, &seq, NULL), RSL_OK);
+    agent_keys_free(&keys);
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    agent_config_free(&cfg);
+    cfg = write_agent_config(s, &fa, 1, "");
+    assert_int_equal(run_daemon(cfg, true, 60000), 0);
+    aggregator_stop(&fa);
+    assert_true(seq < MAX_SEQ);
+    assert_int_equal(fa.received[seq], 1);
+    assert_int_equal(fa.submitted, 1);
+    agent_config_free(&cfg);
+}
+
+/* ---- SIGHUP reload ---------------------------------------------------------------- */
+
+struct reloader {
+    struct fake_aggregator *fa;
+    const char *conf;
+    char good_text[4096];
+    atomic_int phase;     /* how far the script got */
+};
+
+static bool wait_value(struct fake_aggregator *fa, int value)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (atomic_load(&fa->last_value) == value)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static void *reload_script(void *arg)
+{
+    struct reloader *r = arg;
+    /* 1. The first config's value arrives. */
+    if (!wait_value(r->fa, 10))
+        goto out;
+    atomic_store(&r->phase, 1);
+    /* 2. A bad file: nothing of it applies, the old value keeps coming. */
+    char bad[4200];
+    snprintf(bad, sizeof(bad), "%s\nintervall = 5\n", r->good_text);
+    write_file(r->conf, bad, strlen(bad));
+    kill(getpid(), SIGHUP);
+    usleep(500000);
+    atomic_store(&r->fa->last_value, 0);
+    if (!wait_value(r->fa, 10))
+        goto out;
+    atomic_store(&r->phase, 2);
+    /* 3. A good file with another value: it takes effect. */
+    char good[4200];
+    snprintf(good, sizeof(good), "%s", r->good_text);
+    char *v = strstr(good, "value = 10");
+    if (v == NULL)
+        goto out;
+    memcpy(v, "value = 20", 10);
+    write_file(r->conf, good, strlen(good));
+    kill(getpid(), SIGHUP);
+    if (!wait_value(r->fa, 20))
+        goto out;
+    atomic_store(&r->phase, 3);
+out:
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+static void test_sighup_reload(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    char conf[AGENT_PATH_MAX + 64];
+    pthread_t thread;
+    sigset_t set, old;
+    struct rsl_error err;
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 1, "");
+    snprintf(conf, sizeof(conf), "%s/agent.conf", s->dir);
+    /* One static collector every 100 ms with value 10. */
+    char text[4096];
+    FILE *f = fopen(conf, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *val = strstr(text, "value = 10");
+    assert_non_null(val);
+    char *unit = strstr(text, "unit = pct\n");
+    assert_non_null(unit);
+    struct reloader r = {.fa = &fa, .conf = conf};
+    snprintf(r.good_text, sizeof(r.good_text), "%.*sinterval = 100ms\n%s", (int)(unit - text),
+             text, unit);
+    write_file(conf, r.good_text, strlen(r.good_text));
+    agent_config_free(&cfg);
+    rsl_error_clear(&err);
+    if (agent_config_load(conf, &cfg, &err) != RSL_OK)
+        fail_msg("%s", err.text);
+
+    struct agent_keys *keys = NULL;
+    struct agent_daemon *d = NULL;
+    struct agent_run_options opts = {.once = false};
+    assert_int_equal(agent_keys_load(cfg, &keys, NULL), RSL_OK);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    assert_int_equal(agent_daemon_new(cfg, keys, &opts, &d, NULL), RSL_OK);
+    assert_int_equal(pthread_create(&thread, NULL, reload_script, &r), 0);
+    int code = agent_daemon_run(d);
+    pthread_join(thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    aggregator_stop(&fa);
+    assert_int_equal(code, 0);
+    assert_int_equal(atomic_load(&r.phase), 3);
+    assert_int_equal(agent_daemon_stats(d)->reload_failures, 1);
+    assert_int_equal(agent_daemon_stats(d)->reloads, 1);
+    /* The daemon owns the reloaded config; the first one is still ours. */
+    assert_true(agent_daemon_config(d) != cfg);
+    assert_true(agent_daemon_config(d)->collectors[0].value == 20.0);
+    assert_int_equal(fa.equivocations, 0);
+    agent_daemon_free(&d);
+    agent_keys_free(&keys);
+    agent_config_free(&cfg);
+}
+
+/* ---- systemd notifications ---------------------------------------------------------- */
+
+struct notify_listener {
+    int fd;
+    unsigned ready, stopping, watchdog, status_connected;
+    char last_status[256];
+};
+
+static void *notify_script(void *arg)
+{
+    struct notify_listener *l = arg;
+    /* Read notifications until READY, a connected STATUS and three
+     * watchdog pings have come, then stop the daemon and read the rest. */
+    bool stopped = false;
+    for (int i = 0; i < 2000; i++) {
+        struct pollfd pfd = {l->fd, POLLIN, 0};
+        if (poll(&pfd, 1, 10) > 0) {
+            char buf[512];
+            ssize_t n = recv(l->fd, buf, sizeof(buf) - 1, 0);
+            if (n > 0) {
+                buf[n] = '\0';
+                if (strstr(buf, "READY=1") != NULL)
+                    l->ready++;
+                if (strstr(buf, "STOPPING=1") != NULL)
+                    l->stopping++;
+                if (strstr(buf, "WATCHDOG=1") != NULL)
+                    l->watchdog++;
+                char *st = strstr(buf, "STATUS=");
+                if (st != NULL) {
+                    snprintf(l->last_status, sizeof(l->last_status), "%s", st + 7);
+                    if (strstr(st, "connected to tcp://") != NULL)
+                        l->status_connected++;
+                }
+            }
+        }
+        if (!stopped && l->ready > 0 && l->status_connected > 0 && l->watchdog >= 3) {
+            kill(getpid(), SIGTERM);
+            stopped = true;
+        }
+        if (stopped && l->stopping > 0)
+            break;
+    }
+    if (!stopped)
+        kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+static void test_systemd_notify(void **state)
+{
+    struct spool_state *s = *state;
+    struct fake_aggregator fa;
+    char keys_dir[128];
+    struct sockaddr_un addr;
+    struct notify_listener l;
+    pthread_t thread;
+    sigset_t set, old;
+
+    memset(&l, 0, sizeof(l));
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/notify", s->dir);
+    l.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(l.fd >= 0);
+    assert_int_equal(bind(l.fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    setenv("NOTIFY_SOCKET", addr.sun_path, 1);
+    setenv("WATCHDOG_USEC", "200000", 1); /* pings every 100 ms */
+
+    make_keys(s, keys_dir, sizeof(keys_dir));
+    aggregator_start(&fa, SCRIPT_ACCEPT, keys_dir, "DEU-TEST-01");
+    struct agent_config *cfg = write_agent_config(s, &fa, 1, "");
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    assert_int_equal(pthread_create(&thread, NULL, notify_script, &l), 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int code = run_daemon(cfg, false, 0);
+    pthread_join(thread, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    aggregator_stop(&fa);
+    close(l.fd);
+    assert_int_equal(code, 0);
+    assert_int_equal(l.ready, 1);
+    assert_true(l.watchdog >= 3);
+    assert_true(l.status_connected >= 1);
+    assert_int_equal(l.stopping, 1);
+    assert_non_null(strstr(l.last_status, "pending"));
+    agent_config_free(&cfg);
+}
+
 int main(void)
 {
     rsl_log_init("test_spool", RSL_LOG_INFO);
@@ -834,6 +1474,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_entries_quarantined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_cleans_tmp_and_strays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_chunks_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_across_gaps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_totals_and_other_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backoff, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover_and_failback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_while_daemon_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_systemd_notify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_resend_retry_reject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_backlog_and_counter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_duplicate_drops, setup, teardown),
