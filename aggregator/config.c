@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rsl/ini.h"
 #include "rsl/log.h"
@@ -58,7 +59,24 @@ enum {
     SEEN_LOG_LEVEL = 1u << 12,
 };
 
+/* [https] keys added for issue 5 (client certificates, HSTS); high bits so
+ * keys other sections add from the low end never collide with them. */
+enum {
+    SEEN_HTTPS_CLIENT_CA = 1u << 28,
+    SEEN_HTTPS_HSTS = 1u << 29,
+};
+
+/* [ingest] keys added for issue 4 (the verify/store pipeline); bits in the
+ * middle so neither end's additions collide with them. */
+enum {
+    SEEN_INGEST_WORKERS = 1u << 20,
+    SEEN_INGEST_MAX_QUEUE = 1u << 21,
+    SEEN_INGEST_BATCH_MAX = 1u << 22,
+};
+
 enum { TOKEN_SEEN_ROLE = 1u << 0, TOKEN_SEEN_SHA = 1u << 1 };
+enum { CLIENT_SEEN_SUBJECT = 1u << 0, CLIENT_SEEN_ROLE = 1u << 1 };
+#define MAX_CLIENTS 1024
 enum { PARTNER_SEEN_INCLUDE = 1u << 0, PARTNER_SEEN_MIN = 1u << 1, PARTNER_SEEN_URL = 1u << 2 };
 
 /* Per-entry facts needed only while loading (kept out of the public struct):
@@ -75,7 +93,12 @@ struct partner_load {
     int include_line;
 };
 
-#define MAX_SECTIONS_SEEN (MAX_TOKENS + MAX_PARTNERS + 16)
+struct client_load {
+    unsigned seen;
+    int role_line;
+};
+
+#define MAX_SECTIONS_SEEN (MAX_TOKENS + MAX_PARTNERS + MAX_CLIENTS + 16)
 
 struct load_ctx {
     struct agg_config *cfg;
@@ -83,6 +106,8 @@ struct load_ctx {
     unsigned seen;
     struct token_load *token_load;     /* parallel to cfg->tokens */
     struct partner_load *partner_load; /* parallel to cfg->partners */
+    struct client_load *client_load;   /* parallel to cfg->clients */
+    size_t clients_cap;
     size_t tokens_cap;
     size_t partners_cap;
     /* Sections already finished, to refuse a section header seen twice. */
@@ -478,6 +503,38 @@ static int ingest_key(struct load_ctx *ctx, const char *key, const char *value,
         cfg->max_future_skew_ms = skew;
         return RSL_OK;
     }
+    /* The pipeline's sizes (issue 4): bounded so a typo cannot ask for a
+     * thousand threads or a queue that holds gigabytes. */
+    if (strcmp(key, "workers") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_WORKERS, key, "ingest", err)) != RSL_OK)
+            return rc;
+        int64_t n;
+        if (rsl_parse_int64(value, 1, AGG_MAX_WORKERS, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "workers: '%s' is not a number 1..%d",
+                                 value, AGG_MAX_WORKERS);
+        cfg->ingest_workers = (int)n;
+        return RSL_OK;
+    }
+    if (strcmp(key, "max_queue") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_MAX_QUEUE, key, "ingest", err)) != RSL_OK)
+            return rc;
+        int64_t n;
+        if (rsl_parse_int64(value, 1, AGG_MAX_QUEUE_MAX, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "max_queue: '%s' is not a number 1..%d",
+                                 value, AGG_MAX_QUEUE_MAX);
+        cfg->ingest_max_queue = (size_t)n;
+        return RSL_OK;
+    }
+    if (strcmp(key, "batch_max") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_INGEST_BATCH_MAX, key, "ingest", err)) != RSL_OK)
+            return rc;
+        int64_t n;
+        if (rsl_parse_int64(value, 1, AGG_BATCH_MAX_MAX, &n) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "batch_max: '%s' is not a number 1..%d",
+                                 value, AGG_BATCH_MAX_MAX);
+        cfg->ingest_batch_max = (size_t)n;
+        return RSL_OK;
+    }
     return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [ingest]", key);
 }
 
@@ -514,7 +571,176 @@ static int https_key(struct load_ctx *ctx, const char *key, const char *value,
         cfg->https_threads = (int)n;
         return RSL_OK;
     }
+    if (strcmp(key, "client_ca") == 0) {
+        /* Loaded by the HTTPS module at start; only resolved here. */
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_CLIENT_CA, key, "https", err)) != RSL_OK)
+            return rc;
+        return set_path(ctx, key, value, cfg->https_client_ca, sizeof(cfg->https_client_ca),
+                        err);
+    }
+    if (strcmp(key, "hsts") == 0) {
+        if ((rc = mark_seen(&ctx->seen, SEEN_HTTPS_HSTS, key, "https", err)) != RSL_OK)
+            return rc;
+        if (rsl_parse_bool(value, &cfg->https_hsts) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "hsts: '%s' is not true or false", value);
+        return RSL_OK;
+    }
     return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [https]", key);
+}
+
+/* ---- [client NAME] (issue 5) ------------------------------------------ */
+
+/* The entry for [client NAME], created on its first key. */
+static struct agg_client *client_get(struct load_ctx *ctx, const char *name, size_t *index,
+                                     struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    for (size_t i = 0; i < cfg->n_clients; i++) {
+        if (strcmp(cfg->clients[i].name, name) == 0) {
+            *index = i;
+            return &cfg->clients[i];
+        }
+    }
+    if (cfg->n_clients >= MAX_CLIENTS) {
+        rsl_error_set(err, RSL_ECONFIG, "more than %d [client] sections", MAX_CLIENTS);
+        return NULL;
+    }
+    if (cfg->n_clients == ctx->clients_cap) {
+        size_t cap = ctx->clients_cap ? ctx->clients_cap * 2 : 4;
+        struct agg_client *c = realloc(cfg->clients, cap * sizeof(*c));
+        if (c == NULL)
+            goto nomem;
+        cfg->clients = c;
+        struct client_load *l = realloc(ctx->client_load, cap * sizeof(*l));
+        if (l == NULL)
+            goto nomem;
+        ctx->client_load = l;
+        ctx->clients_cap = cap;
+    }
+    struct agg_client *client = &cfg->clients[cfg->n_clients];
+    memset(client, 0, sizeof(*client));
+    memset(&ctx->client_load[cfg->n_clients], 0, sizeof(ctx->client_load[0]));
+    if (rsl_strlcpy(client->name, name, sizeof(client->name)) != RSL_OK) {
+        rsl_error_set(err, RSL_ECONFIG, "client name longer than %d characters",
+                      AGG_TOKEN_NAME_MAX);
+        return NULL;
+    }
+    *index = cfg->n_clients++;
+    return client;
+nomem:
+    rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    return NULL;
+}
+
+/* role = staff | nation:XXX | partner:ID, as for [token]. */
+static int client_parse_role(struct agg_client *c, const char *value, struct rsl_error *err)
+{
+    if (strcmp(value, "staff") == 0) {
+        c->role = AGG_ROLE_STAFF;
+        return RSL_OK;
+    }
+    if (strncmp(value, "nation:", 7) == 0) {
+        if (!rsl_valid_nation_code(value + 7))
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "role: '%s' is not a nation code (3 uppercase letters)",
+                                 value + 7);
+        c->role = AGG_ROLE_NATION;
+        memcpy(c->nation, value + 7, 4);
+        return RSL_OK;
+    }
+    if (strncmp(value, "partner:", 8) == 0) {
+        if (!rsl_valid_partner_id(value + 8) ||
+            rsl_strlcpy(c->partner, value + 8, sizeof(c->partner)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "role: '%s' is not a valid partner id",
+                                 value + 8);
+        c->role = AGG_ROLE_PARTNER;
+        return RSL_OK;
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "role: '%s' is not staff, nation:CODE or partner:ID",
+                         value);
+}
+
+/* [client NAME] subject / role. The subject is compared byte for byte with
+ * the RFC 2253 form of a verified certificate's subject, so it must be a
+ * single line of printable text; nothing else about it can be checked
+ * without the certificate. */
+static int client_key(struct load_ctx *ctx, const char *name, const char *key, const char *value,
+                      int line, struct rsl_error *err)
+{
+    size_t index;
+    struct agg_client *c = client_get(ctx, name, &index, err);
+    if (c == NULL)
+        return err != NULL ? err->code : RSL_ECONFIG;
+    struct client_load *cl = &ctx->client_load[index];
+    if (strcmp(key, "subject") == 0) {
+        if (cl->seen & CLIENT_SEEN_SUBJECT)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'subject' in [client %s]",
+                                 name);
+        cl->seen |= CLIENT_SEEN_SUBJECT;
+        if (value[0] == '\0')
+            return rsl_error_set(err, RSL_ECONFIG, "subject: empty");
+        for (const char *p = value; *p != '\0'; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+                return rsl_error_set(err, RSL_ECONFIG, "subject: contains a control character");
+        if (rsl_strlcpy(c->subject, value, sizeof(c->subject)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "subject: longer than %d characters",
+                                 AGG_CLIENT_SUBJECT_MAX);
+        return RSL_OK;
+    }
+    if (strcmp(key, "role") == 0) {
+        if (cl->seen & CLIENT_SEEN_ROLE)
+            return rsl_error_set(err, RSL_ECONFIG, "duplicate key 'role' in [client %s]", name);
+        cl->seen |= CLIENT_SEEN_ROLE;
+        cl->role_line = line;
+        return client_parse_role(c, value, err);
+    }
+    return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [client %s]", key, name);
+}
+
+/* After the whole file: required keys, unique subjects, nations in the
+ * list, and [client] sections only when client_ca is set (without a CA no
+ * certificate can ever be verified: such a section would silently never
+ * match). */
+static int check_clients(struct load_ctx *ctx, struct rsl_error *err)
+{
+    struct agg_config *cfg = ctx->cfg;
+    for (size_t i = 0; i < cfg->n_clients; i++) {
+        const struct agg_client *c = &cfg->clients[i];
+        unsigned seen = ctx->client_load[i].seen;
+        if (!(seen & CLIENT_SEEN_SUBJECT))
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "%s: missing required key 'subject' in [client %s]", ctx->path,
+                                 c->name);
+        if (!(seen & CLIENT_SEEN_ROLE))
+            return rsl_error_set(err, RSL_ECONFIG,
+                                 "%s: missing required key 'role' in [client %s]", ctx->path,
+                                 c->name);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->subject, cfg->clients[j].subject) == 0)
+                return rsl_error_set(err, RSL_ECONFIG,
+                                     "%s: [client %s] has the same subject as [client %s]",
+                                     ctx->path, c->name, cfg->clients[j].name);
+        if (c->role == AGG_ROLE_NATION && rsl_taxonomy_nation_index(cfg->taxonomy, c->nation) < 0)
+            return rsl_error_set(err, RSL_ECONFIG, "%s:%d: role: nation '%s' is not in %s",
+                                 ctx->path, ctx->client_load[i].role_line, c->nation,
+                                 cfg->nations_path);
+    }
+    if (cfg->n_clients > 0 && cfg->https_client_ca[0] == '\0')
+        return rsl_error_set(err, RSL_ECONFIG,
+                             "%s: [client %s] needs client_ca in [https] (the CA that issues "
+                             "client certificates)", ctx->path, cfg->clients[0].name);
+    return RSL_OK;
+}
+
+const struct agg_client *agg_config_client_find(const struct agg_config *cfg,
+                                                const char *subject)
+{
+    if (cfg == NULL || subject == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_clients; i++)
+        if (strcmp(cfg->clients[i].subject, subject) == 0)
+            return &cfg->clients[i];
+    return NULL;
 }
 
 /* Refuse a section header that appears a second time. inih reports only
@@ -556,7 +782,8 @@ static int config_handler(void *vctx, const char *section, const char *key, cons
     if ((rc = track_section(ctx, section, err)) != RSL_OK)
         return rc;
 
-    bool named = strcmp(kind, "token") == 0 || strcmp(kind, "partner") == 0;
+    bool named = strcmp(kind, "token") == 0 || strcmp(kind, "partner") == 0 ||
+                 strcmp(kind, "client") == 0;
     if (named && name[0] == '\0')
         return rsl_error_set(err, RSL_ECONFIG, "[%s] needs a name: [%s NAME]", kind, kind);
     if (!named && name[0] != '\0' &&
@@ -608,6 +835,8 @@ static int config_handler(void *vctx, const char *section, const char *key, cons
         return token_key(ctx, name, key, value, line, err);
     if (strcmp(kind, "partner") == 0)
         return partner_key(ctx, name, key, value, line, err);
+    if (strcmp(kind, "client") == 0)
+        return client_key(ctx, name, key, value, line, err);
     return rsl_error_set(err, RSL_ECONFIG, "unknown section [%s]", section);
 }
 
@@ -709,10 +938,16 @@ static void config_set_defaults(struct agg_config *cfg)
     cfg->n_bind = 1;
     cfg->max_message_bytes = RSL_MAX_MESSAGE_BYTES_DEFAULT;
     cfg->max_future_skew_ms = AGG_DEFAULT_MAX_FUTURE_SKEW_MS;
+    /* Issue 4: one verify thread per online core (at least 1, at most the cap). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->ingest_workers = cores < 1 ? 1 : cores > AGG_MAX_WORKERS ? AGG_MAX_WORKERS : (int)cores;
+    cfg->ingest_max_queue = AGG_DEFAULT_MAX_QUEUE;
+    cfg->ingest_batch_max = AGG_DEFAULT_BATCH_MAX;
     memcpy(cfg->https_listen, AGG_DEFAULT_HTTPS_LISTEN, sizeof(AGG_DEFAULT_HTTPS_LISTEN));
     memcpy(cfg->https_host, "0.0.0.0", sizeof("0.0.0.0"));
     cfg->https_port = 8443;
     cfg->https_threads = AGG_DEFAULT_HTTPS_THREADS;
+    cfg->https_hsts = true;
     memcpy(cfg->taxonomy_path, AGG_DEFAULT_TAXONOMY, sizeof(AGG_DEFAULT_TAXONOMY));
     cfg->log_level = RSL_LOG_INFO;
 }
@@ -748,6 +983,9 @@ int agg_config_load(const char *path, struct agg_config **out, struct rsl_error 
     rc = check_after_parse(&ctx, err);
     if (rc != RSL_OK)
         goto out;
+    rc = check_clients(&ctx, err);
+    if (rc != RSL_OK)
+        goto out;
 
     *out = cfg;
     cfg = NULL; /* transferred */
@@ -756,6 +994,7 @@ out:
         free(ctx.sections[i]);
     free(ctx.token_load);
     free(ctx.partner_load);
+    free(ctx.client_load);
     agg_config_free(&cfg);
     return rc;
 }
@@ -775,6 +1014,7 @@ void agg_config_free(struct agg_config **cfgp)
     for (size_t i = 0; i < cfg->n_partners; i++)
         partner_include_free(&cfg->partners[i]);
     free(cfg->partners);
+    free(cfg->clients);
     free(cfg);
     *cfgp = NULL;
 }

@@ -13,6 +13,7 @@
 #ifndef AGG_CONFIG_H
 #define AGG_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,13 @@
 #define AGG_DEFAULT_MAX_FUTURE_SKEW_MS (5 * 60 * 1000)
 #define AGG_DEFAULT_TAXONOMY "/usr/share/resilience/indicators.csv"
 #define AGG_DEFAULT_MIN_NATIONS 3
+/* [ingest] workers / max_queue / batch_max (issue 4); workers defaults to
+ * the number of online cores. */
+#define AGG_DEFAULT_MAX_QUEUE 10000
+#define AGG_DEFAULT_BATCH_MAX 512
+#define AGG_MAX_WORKERS 64
+#define AGG_MAX_QUEUE_MAX 1000000
+#define AGG_BATCH_MAX_MAX 10000
 
 /* Role of a bearer token: [token NAME] role = staff | nation:XXX | partner:ID */
 enum agg_role_kind {
@@ -47,6 +55,19 @@ struct agg_token {
     char nation[4];                          /* AGG_ROLE_NATION: "DEU"; else "" */
     char partner[RSL_PARTNER_ID_MAX + 1];    /* AGG_ROLE_PARTNER: "EU"; else "" */
     uint8_t sha256[32];                      /* SHA-256 of the bearer token */
+};
+
+/* [client NAME] (issue 5): a TLS client certificate, verified against
+ * [https] client_ca, whose subject (RFC 2253 form, exactly as
+ * `openssl x509 -noout -subject -nameopt RFC2253` prints it after
+ * "subject=") maps to a role, as a [token] does. */
+#define AGG_CLIENT_SUBJECT_MAX 1024
+struct agg_client {
+    char name[AGG_TOKEN_NAME_MAX + 1];
+    char subject[AGG_CLIENT_SUBJECT_MAX + 1];
+    enum agg_role_kind role;
+    char nation[4];                          /* AGG_ROLE_NATION: "DEU"; else "" */
+    char partner[RSL_PARTNER_ID_MAX + 1];    /* AGG_ROLE_PARTNER: "EU"; else "" */
 };
 
 /* [partner ID]: parsed and validated; releases are not built yet. */
@@ -70,6 +91,10 @@ struct agg_config {
     char registry_path[AGG_PATH_MAX];
     size_t max_message_bytes;                /* ZMQ_MAXMSGSIZE */
     int64_t max_future_skew_ms;
+    /* [ingest] pipeline (issue 4, ingest.h): */
+    int ingest_workers;                      /* verify threads, 1..AGG_MAX_WORKERS; default cores */
+    size_t ingest_max_queue;                 /* reports in flight before RETRY_LATER */
+    size_t ingest_batch_max;                 /* reports per store transaction, at most */
 
     /* [store] */
     char store_path[AGG_PATH_MAX];
@@ -81,6 +106,8 @@ struct agg_config {
     char https_cert[AGG_PATH_MAX];
     char https_key[AGG_PATH_MAX];
     int https_threads;                       /* 1..64 */
+    char https_client_ca[AGG_PATH_MAX];      /* "" = no client certificates */
+    bool https_hsts;                         /* Strict-Transport-Security, default true */
 
     /* [taxonomy] */
     char taxonomy_path[AGG_PATH_MAX];
@@ -94,6 +121,10 @@ struct agg_config {
     /* [partner ID] */
     struct agg_partner *partners;
     size_t n_partners;
+
+    /* [client NAME] */
+    struct agg_client *clients;
+    size_t n_clients;
 
     /* [log] */
     int log_level;                           /* enum rsl_log_level, default info */
@@ -113,6 +144,10 @@ void agg_config_free(struct agg_config **cfg);
  * token in constant time so timing reveals nothing about which matched. */
 const struct agg_token *agg_config_token_find(const struct agg_config *cfg,
                                               const uint8_t sha256[32]);
+
+/* The [client] entry whose subject is exactly `subject`, or NULL. */
+const struct agg_client *agg_config_client_find(const struct agg_config *cfg,
+                                                const char *subject);
 
 /* "staff", "nation" or "partner". */
 const char *agg_role_kind_name(enum agg_role_kind kind);

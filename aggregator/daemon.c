@@ -14,9 +14,9 @@
  * SIGHUP reloads the registry (swapped atomically in its holder).
  * SIGPIPE is ignored: a peer hanging up must never kill the daemon.
  *
- * Shutdown: HTTPS first (stop reading the store), then ingest (finishes the
- * batch in hand: commit, acks; closes the store), then the registry and
- * config. Exit 0.
+ * Shutdown: HTTPS first (stop reading the store), then ingest (reads no new
+ * reports, answers every one already admitted - committed and acked, or
+ * rejected - then closes the store), then the registry and config. Exit 0.
  */
 #include "daemon.h"
 
@@ -27,8 +27,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -165,31 +168,51 @@ int agg_daemon_check_config(const char *path)
  * needs no pause and drops no connection; a broken file keeps the running
  * registry and says why. Connections admitted earlier keep their ZAP user
  * id, but every report is checked against the new registry (a removed
- * agent or a revoked key is refused from the next batch on). */
+ * agent or a revoked key is refused from each verify worker's next burst
+ * on). Reloads are counted (resilience_registry_reloads_total). */
 static void reload_registry(const struct agg_config *cfg, struct agg_registry_holder *holder)
 {
     struct rsl_error err;
     struct agg_registry *reg = NULL;
     rsl_error_clear(&err);
     if (agg_registry_load(cfg->registry_path, cfg->taxonomy, &reg, &err) != RSL_OK) {
+        agg_ingest_counter_add(AGG_COUNT_REGISTRY_RELOAD_FAILURES, 1);
         RSL_ERR("main", "SIGHUP: registry not reloaded, keeping the current one: %s", err.text);
         return;
     }
     size_t n = agg_registry_count(reg);
     agg_registry_holder_swap(holder, &reg);
+    agg_ingest_counter_add(AGG_COUNT_REGISTRY_RELOADS, 1);
     RSL_NOTICE("main", "SIGHUP: registry %s reloaded: %zu agents", cfg->registry_path, n);
 }
 
-/* Wait for a stop signal, reloading the registry on each SIGHUP. */
+/* Wait for a stop signal, reloading the registry on each SIGHUP. Under a
+ * systemd watchdog (WatchdogSec= in the unit, WATCHDOG_USEC in the
+ * environment) the wait wakes at half the interval to send WATCHDOG=1. */
 static void wait_for_stop(const sigset_t *set, const struct agg_config *cfg,
                           struct agg_registry_holder *registry)
 {
+    uint64_t watchdog_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
     for (;;) {
         int sig = 0;
-        int rc = sigwait(set, &sig);
-        if (rc != 0) {
-            RSL_ERR("main", "sigwait: %s", strerror(rc));
-            return;
+        if (watchdog) {
+            struct timespec wait = {.tv_sec = (time_t)(watchdog_usec / 2 / 1000000),
+                                    .tv_nsec = (long)(watchdog_usec / 2 % 1000000) * 1000};
+            sd_notify(0, "WATCHDOG=1");
+            sig = sigtimedwait(set, NULL, &wait);
+            if (sig < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (sig < 0) {
+                RSL_ERR("main", "sigtimedwait: %s", strerror(errno));
+                return;
+            }
+        } else {
+            int rc = sigwait(set, &sig);
+            if (rc != 0) {
+                RSL_ERR("main", "sigwait: %s", strerror(rc));
+                return;
+            }
         }
         if (sig == SIGHUP) {
             reload_registry(cfg, registry);

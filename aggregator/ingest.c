@@ -1,6 +1,6 @@
 /*
- * ingest.c - the per-frame decision, the batch transaction, the ZAP handler
- * thread and the ingest thread (see ingest.h).
+ * ingest.c - the per-frame decision, the batch transaction, the metrics,
+ * and the threads of the ingest pipeline (see ingest.h).
  *
  * Invariant that everything below serves: an agent only ever hears ACCEPTED
  * (or DUPLICATE) for a report whose transaction has committed. Verdicts are
@@ -11,11 +11,26 @@
  * wrong in a way nobody foresaw therefore makes the agent resend, never
  * drop, a report.
  *
- * Socket ownership: agg_ingest_start creates and configures every socket in
- * the calling thread (so bind errors come back synchronously), then hands
- * each to the thread that will use it exclusively. pthread_create is a full
- * memory barrier, which is what libzmq requires to migrate a socket. The
- * parent ends of the two control pipes stay with the caller.
+ * Threads and ownership. Every socket is created in agg_ingest_start (so
+ * bind errors come back synchronously) and then used by exactly one thread
+ * (pthread_create is the full memory barrier libzmq asks for when a socket
+ * changes threads); after the threads are joined, agg_ingest_stop uses them
+ * once more to drain and close. Work moves between threads as a pointer to
+ * a `struct job` inside an inproc message: whoever received the message
+ * owns the job, nobody else touches it. Each job ends in the socket thread,
+ * which sends its ack and frees it; so "admitted" minus "acked" is exactly
+ * what is in flight, counted by the socket thread alone, and that count is
+ * the admission limit (max_queue) that bounds every queue behind it: no
+ * queue holds more than max_queue jobs, nor more than
+ * AGG_INGEST_QUEUE_BYTES_MAX bytes of reports.
+ * The inproc sockets' own high-water marks are off (0) on purpose. A
+ * libzmq HWM is approximate: the writer learns what its reader consumed
+ * only every HWM/2 messages read (libzmq's low-water mark), so a queue can
+ * look full while holding half its mark or less - the socket thread would
+ * turn reports away for nothing (a test caught exactly that), or a stage
+ * would stall. With the exact count at the entry as the bound, a send between
+ * stages never meets a full queue, which also rules out a deadlock between
+ * the socket thread (sending jobs) and the stages (sending results back).
  *
  * Order matters for security: the ZAP REP socket is bound before the ROUTER
  * binds, and the ROUTER sets ZMQ_ZAP_DOMAIN with ZMQ_ZAP_ENFORCE_DOMAIN, so
@@ -26,15 +41,15 @@
  * reply before ZMQ_HANDSHAKE_IVL) and refuses the handshake: with the
  * domain enforced, a missing handler means "deny", not "admit".
  *
- * A batch (one poll wake-up): up to AGG_INGEST_BATCH_MAX messages (and
- * AGG_INGEST_BATCH_MAX_BYTES) are read without blocking and checked one by
- * one; the survivors are appended in one store transaction; only after
- * COMMIT returns do the acks go out. If the commit fails (disk full, I/O
- * error) every stored candidate gets RETRY_LATER and the agents resend
- * later; rejections are permanent and go out regardless.
+ * Group commit: the store thread takes every verified report waiting (up
+ * to batch_max / AGG_INGEST_BATCH_MAX_BYTES) into one transaction. While
+ * one COMMIT waits for fsync, the workers keep verifying, so under load the
+ * batches grow by themselves and the fsync cost is shared; with little
+ * load a report is committed alone, without waiting for company.
  *
- * Counters are process-wide C11 atomics (relaxed: they are statistics), so
- * the HTTPS threads can read them for /metrics without a lock.
+ * Metrics are process-wide C11 atomics (relaxed: they are statistics), so
+ * the HTTPS threads can read them for /metrics without a lock; the per
+ * agent clock table has a mutex of its own.
  */
 #include "ingest.h"
 
@@ -47,6 +62,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "rsl/codec.h"
@@ -69,14 +86,49 @@
 #define ROUTING_ID_MAX 256
 /* Let the last acks drain on shutdown, but never hang on a dead peer. */
 #define ROUTER_LINGER_MS 2000
+/* Messages the socket thread reads from the ROUTER per wake-up before it
+ * looks at the results again: keeps acks flowing under a flood. */
+#define RECEIVE_BURST 256
+/* Results (acks to send) handled per wake-up, for the same reason. */
+#define RESULT_BURST 1024
+/* Jobs a verify worker takes per wake-up under one registry reference. */
+#define WORKER_BURST 64
+/* On stop, how long the socket thread waits for reports in flight to be
+ * answered before it gives up on them (their agents will resend). */
+#define DRAIN_TIMEOUT_MS 30000
+/* Below this share of max_queue in flight, a full queue counts as relieved
+ * (hysteresis, so the log does not flap at the limit). */
+#define QUEUE_RELIEF_PERCENT 90
+/* At most one "queue full" warning this often (ms). */
+#define FULL_LOG_MS 10000
+
+/* ======================================================================== */
+/* Metrics                                                                  */
+/* ======================================================================== */
 
 static atomic_uint_fast64_t counters[AGG_COUNT_N];
 
 static const char *const counter_names[AGG_COUNT_N] = {
     [AGG_COUNT_ACCEPTED] = "accepted",
     [AGG_COUNT_DUPLICATE] = "duplicate",
-    [AGG_COUNT_EXCLUDED_MEASUREMENTS] = "excluded_measurements",
     [AGG_COUNT_RETRY_LATER] = "retry_later",
+    [AGG_COUNT_RETRY_QUEUE_FULL] = "queue_full",
+    [AGG_COUNT_RETRY_STORE_ERROR] = "store_error",
+    [AGG_COUNT_RETRY_OTHER] = "other",
+    [AGG_COUNT_EXCLUDED_MEASUREMENTS] = "excluded_measurements",
+    [AGG_COUNT_EXCLUDED_UNKNOWN_INDICATOR] = "unknown_indicator",
+    [AGG_COUNT_EXCLUDED_UNIT] = "unit_mismatch",
+    [AGG_COUNT_EXCLUDED_FUTURE] = "future_observation",
+    [AGG_COUNT_ACKS_UNDELIVERED] = "acks_undelivered",
+    [AGG_COUNT_ZAP_ADMITTED] = "admitted",
+    [AGG_COUNT_ZAP_REFUSED] = "refused",
+    [AGG_COUNT_CONN_HANDSHAKES] = "handshake_succeeded",
+    [AGG_COUNT_CONN_HANDSHAKE_FAILURES] = "handshake_failed",
+    [AGG_COUNT_CONN_DISCONNECTS] = "disconnected",
+    [AGG_COUNT_COMMITS] = "commits",
+    [AGG_COUNT_STORE_ERRORS] = "store_errors",
+    [AGG_COUNT_REGISTRY_RELOADS] = "ok",
+    [AGG_COUNT_REGISTRY_RELOAD_FAILURES] = "failed",
     [AGG_COUNT_MALFORMED] = "malformed",
     [AGG_COUNT_OVERSIZED] = "oversized",
     [AGG_COUNT_UNKNOWN_AGENT] = "unknown_agent",
@@ -98,18 +150,375 @@ uint64_t agg_ingest_counter(enum agg_ingest_counter c)
 
 const char *agg_ingest_counter_name(enum agg_ingest_counter c)
 {
-    if ((int)c < 0 || c >= AGG_COUNT_N)
+    if ((int)c < 0 || c >= AGG_COUNT_N || counter_names[c] == NULL)
         return "unknown";
     return counter_names[c];
 }
 
 static void count(enum agg_ingest_counter c, uint64_t n)
 {
-    if ((int)c >= 0 && c < AGG_COUNT_N)
+    if ((int)c >= 0 && c < AGG_COUNT_N && n > 0)
         atomic_fetch_add_explicit(&counters[c], n, memory_order_relaxed);
 }
 
-/* ---- verdicts ------------------------------------------------------------ */
+void agg_ingest_counter_add(enum agg_ingest_counter c, uint64_t n)
+{
+    count(c, n);
+}
+
+/* Gauges: written by the pipeline threads, read by anyone. in_flight is
+ * owned by the socket thread (the only writer); the queue depths are
+ * incremented by the stage that hands a job on and decremented by the
+ * stage that takes it, always in that order, so they never go below 0. */
+static atomic_uint_fast64_t gauge_in_flight;
+static atomic_uint_fast64_t gauge_in_flight_bytes;
+static atomic_uint_fast64_t gauge_verify_queue;
+static atomic_uint_fast64_t gauge_store_queue;
+static atomic_uint_fast64_t gauge_max_queue;
+static atomic_uint_fast64_t gauge_workers;
+
+static uint64_t gauge_get(atomic_uint_fast64_t *g)
+{
+    return atomic_load_explicit(g, memory_order_relaxed);
+}
+
+static void gauge_set(atomic_uint_fast64_t *g, uint64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+static void gauge_add(atomic_uint_fast64_t *g, uint64_t v)
+{
+    atomic_fetch_add_explicit(g, v, memory_order_relaxed);
+}
+
+static void gauge_sub(atomic_uint_fast64_t *g, uint64_t v)
+{
+    atomic_fetch_sub_explicit(g, v, memory_order_relaxed);
+}
+
+void agg_ingest_gauges(struct agg_ingest_gauges *out)
+{
+    if (out == NULL)
+        return;
+    out->in_flight = gauge_get(&gauge_in_flight);
+    out->in_flight_bytes = gauge_get(&gauge_in_flight_bytes);
+    out->verify_queue = gauge_get(&gauge_verify_queue);
+    out->store_queue = gauge_get(&gauge_store_queue);
+    out->max_queue = gauge_get(&gauge_max_queue);
+    out->workers = gauge_get(&gauge_workers);
+}
+
+/* Histograms: bucket limits are integers in the unit observations are
+ * made in (microseconds, reports), `divisor` turns them into the exposed
+ * unit (seconds). Buckets are stored per bucket, not cumulatively, so an
+ * observation is one atomic add; the snapshot accumulates. */
+struct histogram {
+    const char *name;
+    const char *help;
+    const uint64_t *limits;
+    size_t n_limits;
+    double divisor;
+    atomic_uint_fast64_t buckets[AGG_HIST_MAX_BUCKETS + 1]; /* last: above every limit */
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t sum;
+};
+
+/* Ack latency, µs: from half a millisecond (a commit without load) to 10 s
+ * (a store that has fallen far behind). */
+static const uint64_t latency_limits_us[] = {500, 1000, 2500, 5000, 10000, 25000, 50000,
+                                             100000, 250000, 500000, 1000000, 2500000,
+                                             5000000, 10000000};
+/* Reports per transaction: powers of two up to the largest batch_max. */
+static const uint64_t batch_limits[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                        10000};
+/* One transaction, µs: an fsync on an SSD is ~0.1-2 ms. */
+static const uint64_t commit_limits_us[] = {250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+                                            100000, 250000, 500000, 1000000, 5000000};
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+_Static_assert(ARRAY_LEN(latency_limits_us) <= AGG_HIST_MAX_BUCKETS, "too many buckets");
+_Static_assert(ARRAY_LEN(batch_limits) <= AGG_HIST_MAX_BUCKETS, "too many buckets");
+_Static_assert(ARRAY_LEN(commit_limits_us) <= AGG_HIST_MAX_BUCKETS, "too many buckets");
+
+static struct histogram histograms[AGG_HIST_N] = {
+    [AGG_HIST_ACK_LATENCY] = {"resilience_ingest_ack_latency_seconds",
+                              "Time from receiving a report to sending its ack (after its "
+                              "transaction committed, for ACCEPTED).",
+                              latency_limits_us, ARRAY_LEN(latency_limits_us), 1e6, {0}, 0, 0},
+    [AGG_HIST_BATCH_REPORTS] = {"resilience_ingest_batch_reports",
+                                "Reports per store transaction (group commit).", batch_limits,
+                                ARRAY_LEN(batch_limits), 1.0, {0}, 0, 0},
+    [AGG_HIST_COMMIT_SECONDS] = {"resilience_ingest_commit_seconds",
+                                 "Duration of one store transaction, fsync included.",
+                                 commit_limits_us, ARRAY_LEN(commit_limits_us), 1e6, {0}, 0, 0},
+};
+
+static void histogram_observe(enum agg_ingest_histogram which, uint64_t value)
+{
+    struct histogram *h = &histograms[which];
+    size_t i = 0;
+    while (i < h->n_limits && value > h->limits[i])
+        i++;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum, value, memory_order_relaxed);
+}
+
+void agg_ingest_histogram(enum agg_ingest_histogram which, struct agg_histogram_snapshot *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof(*out));
+    if ((int)which < 0 || which >= AGG_HIST_N)
+        return;
+    struct histogram *h = &histograms[which];
+    out->name = h->name;
+    out->help = h->help;
+    out->n_buckets = h->n_limits;
+    uint64_t running = 0;
+    for (size_t i = 0; i < h->n_limits; i++) {
+        running += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+        out->upper_bounds[i] = (double)h->limits[i] / h->divisor;
+        out->cumulative[i] = running;
+    }
+    running += atomic_load_explicit(&h->buckets[h->n_limits], memory_order_relaxed);
+    /* count is the +Inf bucket: derived from the buckets read above so the
+     * exposition is internally consistent (count >= every bucket). */
+    out->count = running;
+    out->sum = (double)atomic_load_explicit(&h->sum, memory_order_relaxed) / h->divisor;
+}
+
+/* Per-agent clock offsets. A sorted array (binary search; an insert only on
+ * an agent's first report) guarded by clocks_lock; written by the store
+ * thread after each commit, read by /metrics. Bounded: agents are enrolled
+ * ones (their reports verified), and at most CLOCKS_MAX are tracked. */
+#define CLOCKS_MAX (2 * AGG_REGISTRY_MAX_AGENTS)
+static pthread_mutex_t clocks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct agg_agent_clock *clocks;  /* guarded by clocks_lock */
+static size_t n_clocks;                 /* guarded by clocks_lock */
+static size_t cap_clocks;               /* guarded by clocks_lock */
+
+/* Same rule as the agents table: the latest received report wins. */
+static void clocks_update(const char *agent_id, const char *nation, int64_t offset_ms,
+                          int64_t received_ms)
+{
+    pthread_mutex_lock(&clocks_lock);
+    size_t lo = 0;
+    size_t hi = n_clocks;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(agent_id, clocks[mid].agent_id);
+        if (c == 0) {
+            lo = mid;
+            goto found;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    /* Not there: insert at lo. */
+    if (n_clocks >= CLOCKS_MAX)
+        goto out;
+    if (n_clocks == cap_clocks) {
+        size_t cap = cap_clocks ? cap_clocks * 2 : 64;
+        struct agg_agent_clock *c = realloc(clocks, cap * sizeof(*c));
+        if (c == NULL)
+            goto out; /* a statistic: skipping it is fine */
+        clocks = c;
+        cap_clocks = cap;
+    }
+    memmove(&clocks[lo + 1], &clocks[lo], (n_clocks - lo) * sizeof(*clocks));
+    n_clocks++;
+    memset(&clocks[lo], 0, sizeof(clocks[lo]));
+    rsl_strlcpy(clocks[lo].agent_id, agent_id, sizeof(clocks[lo].agent_id));
+    clocks[lo].last_received_ms = INT64_MIN;
+found:
+    if (received_ms >= clocks[lo].last_received_ms) {
+        rsl_strlcpy(clocks[lo].nation, nation, sizeof(clocks[lo].nation));
+        clocks[lo].offset_ms = offset_ms;
+        clocks[lo].last_received_ms = received_ms;
+    }
+out:
+    pthread_mutex_unlock(&clocks_lock);
+}
+
+int agg_ingest_clock_offsets(struct agg_agent_clock **out, size_t *n)
+{
+    if (out == NULL || n == NULL)
+        return RSL_EINVAL;
+    *out = NULL;
+    *n = 0;
+    int rc = RSL_OK;
+    pthread_mutex_lock(&clocks_lock);
+    if (n_clocks > 0) {
+        *out = malloc(n_clocks * sizeof(**out));
+        if (*out == NULL) {
+            rc = RSL_ENOMEM;
+        } else {
+            memcpy(*out, clocks, n_clocks * sizeof(**out));
+            *n = n_clocks;
+        }
+    }
+    pthread_mutex_unlock(&clocks_lock);
+    return rc;
+}
+
+/* Seed the clock table from the store's agents table at start, so /metrics
+ * shows every agent's last known offset after a restart too. */
+static int clocks_seed_cb(void *ctx, const struct agg_agent_row *row)
+{
+    (void)ctx;
+    if (rsl_valid_agent_id(row->agent_id))
+        clocks_update(row->agent_id, row->nation, row->clock_offset_ms, row->last_seen_ms);
+    return 0;
+}
+
+/* ---- Prometheus text ---------------------------------------------------- */
+
+static void metric_head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric_counter(FILE *f, const char *name, const char *help, enum agg_ingest_counter c)
+{
+    metric_head(f, name, "counter", help);
+    fprintf(f, "%s %" PRIu64 "\n", name, agg_ingest_counter(c));
+}
+
+/* A labelled family of counters: one sample per counter, label value = the
+ * counter's name. */
+static void metric_family(FILE *f, const char *name, const char *help, const char *label,
+                          enum agg_ingest_counter first, enum agg_ingest_counter last)
+{
+    metric_head(f, name, "counter", help);
+    for (int c = (int)first; c <= (int)last; c++)
+        fprintf(f, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label,
+                agg_ingest_counter_name((enum agg_ingest_counter)c),
+                agg_ingest_counter((enum agg_ingest_counter)c));
+}
+
+static void metric_gauge(FILE *f, const char *name, const char *help, uint64_t value)
+{
+    metric_head(f, name, "gauge", help);
+    fprintf(f, "%s %" PRIu64 "\n", name, value);
+}
+
+static void metric_histogram(FILE *f, enum agg_ingest_histogram which)
+{
+    struct agg_histogram_snapshot h;
+    agg_ingest_histogram(which, &h);
+    metric_head(f, h.name, "histogram", h.help);
+    for (size_t i = 0; i < h.n_buckets; i++)
+        fprintf(f, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", h.name, h.upper_bounds[i],
+                h.cumulative[i]);
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", h.name, h.count);
+    fprintf(f, "%s_sum %.6f\n%s_count %" PRIu64 "\n", h.name, h.sum, h.name, h.count);
+}
+
+int agg_ingest_metrics_text(char **out, size_t *len)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    struct agg_agent_clock *clk = NULL;
+    size_t n_clk = 0;
+    if (out == NULL || len == NULL)
+        return RSL_EINVAL;
+    *out = NULL;
+    *len = 0;
+    if (agg_ingest_clock_offsets(&clk, &n_clk) != RSL_OK)
+        return RSL_ENOMEM;
+    FILE *f = open_memstream(&buf, &size);
+    if (f == NULL) {
+        free(clk);
+        return RSL_ENOMEM;
+    }
+    metric_counter(f, "resilience_reports_accepted_total",
+                   "Reports stored and acknowledged ACCEPTED (after their transaction "
+                   "committed).", AGG_COUNT_ACCEPTED);
+    metric_counter(f, "resilience_reports_duplicate_total",
+                   "Reports already stored with the same bytes, acknowledged DUPLICATE.",
+                   AGG_COUNT_DUPLICATE);
+    metric_family(f, "resilience_reports_rejected_total",
+                  "Reports acknowledged REJECTED, by reason (nothing of them is stored).",
+                  "reason", AGG_COUNT_FIRST_REJECTION, AGG_COUNT_N - 1);
+    metric_family(f, "resilience_reports_retry_later_total",
+                  "Reports acknowledged RETRY_LATER, by cause.", "reason",
+                  AGG_COUNT_RETRY_QUEUE_FULL, AGG_COUNT_RETRY_OTHER);
+    metric_family(f, "resilience_measurements_excluded_total",
+                  "Measurements of accepted reports left out of aggregation, by reason.",
+                  "reason", AGG_COUNT_EXCLUDED_UNKNOWN_INDICATOR, AGG_COUNT_EXCLUDED_FUTURE);
+
+    struct agg_ingest_gauges g;
+    agg_ingest_gauges(&g);
+    metric_gauge(f, "resilience_ingest_in_flight",
+                 "Reports received and admitted, not yet acknowledged.", g.in_flight);
+    metric_gauge(f, "resilience_ingest_in_flight_bytes", "Bytes of the reports in flight.",
+                 g.in_flight_bytes);
+    metric_head(f, "resilience_ingest_queue_depth", "gauge",
+                "Reports waiting for (or in) a pipeline stage.");
+    fprintf(f, "resilience_ingest_queue_depth{stage=\"verify\"} %" PRIu64 "\n"
+               "resilience_ingest_queue_depth{stage=\"store\"} %" PRIu64 "\n",
+            g.verify_queue, g.store_queue);
+    metric_gauge(f, "resilience_ingest_queue_limit",
+                 "Reports in flight beyond which new ones are answered RETRY_LATER "
+                 "([ingest] max_queue).", g.max_queue);
+    metric_gauge(f, "resilience_ingest_workers", "Signature-verifying threads.", g.workers);
+    for (int h = 0; h < AGG_HIST_N; h++)
+        metric_histogram(f, (enum agg_ingest_histogram)h);
+    metric_counter(f, "resilience_ingest_store_errors_total",
+                   "Store transactions that failed (their reports were asked to retry).",
+                   AGG_COUNT_STORE_ERRORS);
+    metric_counter(f, "resilience_ingest_acks_undelivered_total",
+                   "Acks that could not be sent (peer gone or at its high-water mark; the "
+                   "agent resends and gets DUPLICATE).", AGG_COUNT_ACKS_UNDELIVERED);
+    metric_family(f, "resilience_ingest_zap_total",
+                  "CURVE handshakes decided by the ZAP handler (refused: key not enrolled).",
+                  "result", AGG_COUNT_ZAP_ADMITTED, AGG_COUNT_ZAP_REFUSED);
+    metric_family(f, "resilience_ingest_connection_events_total",
+                  "Connection events of the ingest socket; 'disconnected' includes peers "
+                  "dropped by libzmq for a message over max_message_bytes.",
+                  "event", AGG_COUNT_CONN_HANDSHAKES, AGG_COUNT_CONN_DISCONNECTS);
+    metric_family(f, "resilience_registry_reloads_total",
+                  "Agent registry reloads on SIGHUP (failed: the previous registry stays).",
+                  "result", AGG_COUNT_REGISTRY_RELOADS, AGG_COUNT_REGISTRY_RELOAD_FAILURES);
+
+    metric_head(f, "resilience_agent_clock_offset_seconds", "gauge",
+                "created_at minus receive time of the agent's latest accepted report "
+                "(positive: clock ahead; includes transit and spool delay).");
+    for (size_t i = 0; i < n_clk; i++)
+        fprintf(f, "resilience_agent_clock_offset_seconds{agent=\"%s\",nation=\"%s\"} %.3f\n",
+                clk[i].agent_id, clk[i].nation, (double)clk[i].offset_ms / 1000.0);
+    metric_head(f, "resilience_agent_last_report_timestamp_seconds", "gauge",
+                "When the agent's latest accepted report was received (unix time).");
+    for (size_t i = 0; i < n_clk; i++)
+        fprintf(f, "resilience_agent_last_report_timestamp_seconds{agent=\"%s\",nation=\"%s\"} "
+                   "%.3f\n",
+                clk[i].agent_id, clk[i].nation, (double)clk[i].last_received_ms / 1000.0);
+    free(clk);
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed || buf == NULL) {
+        free(buf);
+        return RSL_ENOMEM;
+    }
+    *out = buf;
+    *len = size;
+    return RSL_OK;
+}
+
+/* Monotonic microseconds, for latencies. */
+static uint64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ======================================================================== */
+/* One frame                                                                */
+/* ======================================================================== */
 
 /* The blank verdict: nothing owned, nothing decided. */
 static void verdict_init(struct agg_verdict *v)
@@ -188,12 +597,15 @@ static int mark_excluded(struct agg_verdict *v, const struct rsl_taxonomy *tax, 
         char why[RSL_UNIT_MAX * 2 + 64];
         if (ind == NULL) {
             snprintf(why, sizeof(why), "unknown indicator");
+            v->n_excluded_unknown_indicator++;
         } else if (unit[0] != '\0' && strcmp(unit, ind->unit) != 0) {
             /* Empty means "the taxonomy unit"; anything else must match. */
             snprintf(why, sizeof(why), "unit '%s' is not the taxonomy unit '%s'", unit,
                      ind->unit);
+            v->n_excluded_unit++;
         } else if (ahead_by_more_than(m->observed_at_ms, now_ms, skew_ms)) {
             snprintf(why, sizeof(why), "observed_at_ms is in the future");
+            v->n_excluded_future++;
         } else {
             continue;
         }
@@ -449,7 +861,7 @@ int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *v
             if (v == NULL || !v->store)
                 continue;
             v->status = RESILIENCE__V1__ACK__STATUS__RETRY_LATER;
-            v->reason = AGG_COUNT_N;
+            v->reason = AGG_COUNT_RETRY_STORE_ERROR;
             snprintf(v->detail, sizeof(v->detail), "%s",
                      rc == RSL_ENOSPC ? "aggregator storage full" : "aggregator storage error");
         }
@@ -490,18 +902,30 @@ void agg_ingest_record(const struct agg_verdict *v)
     case RESILIENCE__V1__ACK__STATUS__ACCEPTED:
         count(AGG_COUNT_ACCEPTED, 1);
         count(AGG_COUNT_EXCLUDED_MEASUREMENTS, v->n_excluded);
-        RSL_DEBUG("ingest", "accepted %s/%" PRIu64 " (%zu measurements, %zu excluded)",
-                  v->agent_id, v->sequence, v->report != NULL ? v->report->n_measurements : 0,
-                  v->n_excluded);
+        count(AGG_COUNT_EXCLUDED_UNKNOWN_INDICATOR, v->n_excluded_unknown_indicator);
+        count(AGG_COUNT_EXCLUDED_UNIT, v->n_excluded_unit);
+        count(AGG_COUNT_EXCLUDED_FUTURE, v->n_excluded_future);
+        if (v->n_excluded > 0)
+            RSL_INFO("ingest", "accepted %s/%" PRIu64 " with %zu of %zu measurements excluded "
+                     "from aggregation: %s", v->agent_id, v->sequence, v->n_excluded,
+                     v->report != NULL ? v->report->n_measurements : 0, v->detail);
+        else
+            RSL_DEBUG("ingest", "accepted %s/%" PRIu64 " (%zu measurements)", v->agent_id,
+                      v->sequence, v->report != NULL ? v->report->n_measurements : 0);
         break;
     case RESILIENCE__V1__ACK__STATUS__DUPLICATE:
         count(AGG_COUNT_DUPLICATE, 1);
         RSL_DEBUG("ingest", "duplicate %s/%" PRIu64, v->agent_id, v->sequence);
         break;
     case RESILIENCE__V1__ACK__STATUS__REJECTED: {
-        count(v->reason, 1);
+        enum agg_ingest_counter reason = v->reason;
+        if ((int)reason < (int)AGG_COUNT_FIRST_REJECTION || reason >= AGG_COUNT_N)
+            reason = AGG_COUNT_MALFORMED; /* cannot happen: every rejection names one */
+        count(reason, 1);
         const char *agent = v->agent_id[0] != '\0' ? v->agent_id : "?";
-        if (v->reason == AGG_COUNT_EQUIVOCATION)
+        /* One line per rejection, with the reason first in the detail, so
+         * the log alone can be tallied by reason. */
+        if (reason == AGG_COUNT_EQUIVOCATION)
             RSL_WARN("ingest", "EQUIVOCATION by agent %s: %s", agent, v->detail);
         else
             RSL_NOTICE("ingest", "rejected report from %s (connection %s) sequence %" PRIu64
@@ -510,38 +934,95 @@ void agg_ingest_record(const struct agg_verdict *v)
         break;
     }
     case RESILIENCE__V1__ACK__STATUS__RETRY_LATER:
-    default:
+    default: {
+        enum agg_ingest_counter cause = v->reason;
+        if (cause != AGG_COUNT_RETRY_QUEUE_FULL && cause != AGG_COUNT_RETRY_STORE_ERROR)
+            cause = AGG_COUNT_RETRY_OTHER;
         count(AGG_COUNT_RETRY_LATER, 1);
+        count(cause, 1);
+        /* Queue-full answers are logged in bulk by the socket thread; a
+         * line per report would flood the log exactly when it matters. */
+        if (cause != AGG_COUNT_RETRY_QUEUE_FULL)
+            RSL_DEBUG("ingest", "retry later %s/%" PRIu64 ": %s",
+                      v->agent_id[0] != '\0' ? v->agent_id : "?", v->sequence, v->detail);
         break;
+    }
     }
 }
 
-/* ---- helpers ------------------------------------------------------------ */
+/* ======================================================================== */
+/* The pipeline                                                             */
+/* ======================================================================== */
 
 /* A control pipe: the parent end stays with agg_ingest_*, the child end
- * belongs to the worker thread. One message, "STOP", is ever sent. */
+ * belongs to the thread. One message, "STOP", is ever sent. */
 struct control_pipe {
     void *parent;
     void *child;
+};
+
+/* One received message on its way through the pipeline. Owned by exactly
+ * one thread at a time: the one that last received its pointer. */
+struct job {
+    uint8_t routing_id[ROUTING_ID_MAX];
+    size_t routing_len;
+    zmq_msg_t payload;                 /* the SignedReport frame, never copied */
+    bool payload_valid;                /* payload initialised */
+    bool decided;                      /* verdict reached while receiving */
+    bool admitted;                     /* counted in flight (socket thread's books) */
+    size_t bytes;                      /* payload size, as counted in flight */
+    uint64_t received_us;              /* monotonic, for the ack latency */
+    int64_t received_at_ms;            /* wall clock, stored with the report */
+    char user_id[RSL_AGENT_ID_MAX + 1];
+    struct agg_verdict verdict;        /* borrows the payload's bytes */
+};
+
+/* A verify worker: its thread and its three sockets. */
+struct worker {
+    struct agg_ingest *ing;
+    pthread_t thread;
+    bool running;
+    struct control_pipe pipe;
+    void *jobs_in;                     /* PULL from the socket thread */
+    void *store_out;                   /* PUSH to the store thread */
+    void *results_out;                 /* PUSH rejections to the socket thread */
 };
 
 struct agg_ingest {
     const struct agg_config *cfg;            /* borrowed, outlives us */
     struct agg_registry_holder *registry;    /* borrowed, has its own lock */
     void *ctx;                               /* the ZeroMQ context */
+    size_t n_workers;
+    size_t max_queue;
+    size_t batch_max;
 
-    /* ZAP thread */
+    /* ZAP thread (closes its own sockets when it ends) */
     pthread_t zap_thread;
     bool zap_running;
-    void *zap_socket;                        /* owned by the ZAP thread once it runs */
+    void *zap_socket;
     struct control_pipe zap_pipe;
 
-    /* ingest thread */
-    pthread_t ingest_thread;
-    bool ingest_running;
-    void *router;                            /* owned by the ingest thread once it runs */
-    struct control_pipe ingest_pipe;
-    struct agg_store *store;                 /* owned by the ingest thread once it runs */
+    /* socket thread */
+    pthread_t router_thread;
+    bool router_running;
+    struct control_pipe router_pipe;
+    void *router;                            /* the CURVE ROUTER */
+    void *monitor;                           /* PAIR: the ROUTER's socket monitor */
+    void *jobs_out;                          /* PUSH to the workers */
+    void *results_in;                        /* PULL: verdicts to acknowledge */
+
+    /* verify workers */
+    struct worker *workers;                  /* n_workers of them */
+
+    /* store thread */
+    pthread_t store_thread;
+    bool store_running;
+    struct control_pipe store_pipe;
+    void *store_in;                          /* PULL from the workers */
+    void *store_results_out;                 /* PUSH settled verdicts to the socket thread */
+    struct agg_store *store;
+    struct job **batch_jobs;                 /* batch_max scratch slots */
+    struct agg_verdict **batch_verdicts;     /* batch_max scratch slots */
 };
 
 static void close_socket(void **s)
@@ -553,7 +1034,7 @@ static void close_socket(void **s)
 }
 
 /* Both ends are created here (caller's thread); the child end is handed to
- * the worker with pthread_create. LINGER 0: a STOP that was never read must
+ * the thread with pthread_create. LINGER 0: a STOP that was never read must
  * not hold up context termination. */
 static int pipe_open(void *ctx, struct control_pipe *p, const char *name, struct rsl_error *err)
 {
@@ -577,14 +1058,108 @@ fail:
     return RSL_EIO;
 }
 
-/* DONTWAIT: a PAIR whose peer has gone (the thread ended on its own after
- * an error and closed its end) would block a plain send forever, and with
- * it the daemon's SIGTERM handling. The thread is then joined anyway. */
+static void pipe_close(struct control_pipe *p)
+{
+    close_socket(&p->parent);
+    close_socket(&p->child);
+}
+
+/* DONTWAIT: a PAIR whose peer has gone would block a plain send forever,
+ * and with it the daemon's SIGTERM handling. The thread is joined anyway. */
 static void pipe_stop(struct control_pipe *p)
 {
     if (p->parent != NULL && zmq_send(p->parent, "STOP", 4, ZMQ_DONTWAIT) != 4 &&
         errno != EAGAIN)
         RSL_ERR("ingest", "cannot signal a thread to stop: %s", zmq_strerror(errno));
+}
+
+/* Read the STOP (or anything) off a control pipe's child end. */
+static void pipe_consume(void *child)
+{
+    char buf[8];
+    while (zmq_recv(child, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0) {
+    }
+}
+
+/* One end of a pipeline queue: no high-water mark (see the top of this
+ * file: the admission count bounds it) and no linger (leftovers are drained by
+ * agg_ingest_stop before closing). */
+static void *queue_socket(void *ctx, int type, const char *endpoint, bool bind,
+                          struct rsl_error *err)
+{
+    int zero = 0;
+    void *s = zmq_socket(ctx, type);
+    if (s == NULL ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero)) != 0 ||
+        zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof(zero)) != 0 ||
+        zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof(zero)) != 0 ||
+        (bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint)) != 0) {
+        rsl_error_set(err, RSL_EIO, "ingest: queue %s: %s", endpoint, zmq_strerror(errno));
+        close_socket(&s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Hand a job to the next stage. Returns false if it could not be queued
+ * (only when the context is going away: the queues have no high-water
+ * mark); the caller still owns it then. */
+/* The message is the pointer itself (JOB_MESSAGE bytes), not the job. */
+#define JOB_MESSAGE sizeof(struct job *)
+
+static bool job_send(void *sock, struct job *job, int flags)
+{
+    return zmq_send(sock, &job, JOB_MESSAGE, flags) == (int)JOB_MESSAGE;
+}
+
+/* Take a job without waiting: NULL if none is queued. */
+static struct job *job_receive(void *sock)
+{
+    struct job *job = NULL;
+    if (zmq_recv(sock, &job, JOB_MESSAGE, ZMQ_DONTWAIT) != (int)JOB_MESSAGE)
+        return NULL;
+    return job;
+}
+
+static struct job *job_new(void)
+{
+    struct job *job = malloc(sizeof(*job));
+    if (job == NULL)
+        return NULL;
+    job->routing_len = 0;
+    job->payload_valid = false;
+    job->decided = false;
+    job->admitted = false;
+    job->bytes = 0;
+    job->received_us = 0;
+    job->received_at_ms = 0;
+    job->user_id[0] = '\0';
+    verdict_init(&job->verdict);
+    return job;
+}
+
+static void job_free(struct job **jobp)
+{
+    struct job *job = *jobp;
+    if (job == NULL)
+        return;
+    agg_verdict_clear(&job->verdict);
+    if (job->payload_valid)
+        zmq_msg_close(&job->payload);
+    free(job);
+    *jobp = NULL;
+}
+
+/* Free every job still queued on a socket (after its threads ended). */
+static size_t drain_jobs(void *sock)
+{
+    size_t n = 0;
+    struct job *job;
+    while (sock != NULL && (job = job_receive(sock)) != NULL) {
+        job_free(&job);
+        n++;
+    }
+    return n;
 }
 
 /* ---- ZAP handler (RFC 27) ---------------------------------------------- */
@@ -650,6 +1225,7 @@ static int zap_handle(struct agg_ingest *ing, void *sock)
              (const char *)zmq_msg_data(&frames[3]));
     if (!frame_is(&frames[2], AGG_ZAP_DOMAIN) || !frame_is(&frames[5], "CURVE") || n != 7 ||
         zmq_msg_size(&frames[6]) != 32) {
+        count(AGG_COUNT_ZAP_REFUSED, 1);
         RSL_NOTICE("zap", "refused a connection from %s: not CURVE in domain '%s'", address,
                    AGG_ZAP_DOMAIN);
         zap_send_reply(sock, request_id, "400", "CURVE required", "");
@@ -670,9 +1246,11 @@ static int zap_handle(struct agg_ingest *ing, void *sock)
     agg_registry_release(&reg);
 
     if (agent_id[0] == '\0') {
+        count(AGG_COUNT_ZAP_REFUSED, 1);
         RSL_NOTICE("zap", "refused CURVE key %s from %s: not enrolled", z85, address);
         zap_send_reply(sock, request_id, "400", "key not enrolled", "");
     } else {
+        count(AGG_COUNT_ZAP_ADMITTED, 1);
         RSL_DEBUG("zap", "admitted agent %s from %s", agent_id, address);
         zap_send_reply(sock, request_id, "200", "OK", agent_id);
     }
@@ -688,6 +1266,7 @@ out:
 static void *zap_main(void *arg)
 {
     struct agg_ingest *ing = arg;
+    pthread_setname_np(pthread_self(), "agg-zap");
     void *sock = ing->zap_socket;
     zmq_pollitem_t items[2] = {
         {ing->zap_pipe.child, 0, ZMQ_POLLIN, 0},
@@ -714,43 +1293,27 @@ static void *zap_main(void *arg)
     return NULL;
 }
 
-/* ---- the ingest thread --------------------------------------------------- */
+/* ---- the socket thread --------------------------------------------------- */
 
-/* One received message and what becomes of it. */
-struct item {
-    uint8_t routing_id[ROUTING_ID_MAX];
-    size_t routing_len;
-    zmq_msg_t payload;                 /* the SignedReport frame */
-    bool payload_valid;                /* payload initialised */
-    bool decided;                      /* verdict reached while receiving */
-    int64_t received_at_ms;
-    char user_id[RSL_AGENT_ID_MAX + 1];
-    struct agg_verdict verdict;        /* borrows the payload's bytes */
+/* The socket thread's books: what it admitted and has not yet answered.
+ * Only this thread reads or writes them; the gauges mirror them. */
+struct router_state {
+    size_t in_flight;
+    size_t in_flight_bytes;
+    bool queue_full;                   /* in the "answering RETRY_LATER" state */
+    bool full_logged;                  /* the warning for this episode was logged */
+    int64_t last_full_log_ms;          /* monotonic: when the last one was */
+    uint64_t turned_away;              /* RETRY_LATER (queue full) since the warning */
 };
 
-/* Release everything and leave the item ready for reuse (its verdict
- * RETRY_LATER, see agg_verdict_clear). */
-static void item_clear(struct item *it)
+/* Receive one message (routing id + frames) without blocking into `job`.
+ * Returns 1 if the job was filled, 0 if nothing was waiting, -1 on ETERM.
+ * The protocol is one frame per message; anything else is answered as
+ * malformed (the whole multipart message is consumed so the next read
+ * starts at a message boundary). The payload zmq_msg_t is kept, not
+ * copied: its bytes go to the store as the signed original. */
+static int receive_job(void *router, struct job *job)
 {
-    agg_verdict_clear(&it->verdict);
-    if (it->payload_valid)
-        zmq_msg_close(&it->payload);
-    it->payload_valid = false;
-    it->decided = false;
-    it->routing_len = 0;
-    it->received_at_ms = 0;
-    it->user_id[0] = '\0';
-}
-
-/* Receive one message (routing id + frames) without blocking. Returns 1 if
- * an item was filled, 0 if nothing was waiting, -1 on ETERM (the item is
- * then cleared again). The protocol is one frame per message; anything else
- * is answered as malformed (the whole multipart message is consumed so the
- * next read starts at a message boundary). The payload zmq_msg_t is kept,
- * not copied: its bytes go to the store as the signed original. */
-static int receive_item(void *router, struct item *it)
-{
-    item_clear(it);
     zmq_msg_t id;
     zmq_msg_init(&id);
     if (zmq_msg_recv(&id, router, ZMQ_DONTWAIT) < 0) {
@@ -758,9 +1321,10 @@ static int receive_item(void *router, struct item *it)
         zmq_msg_close(&id);
         return e == ETERM ? -1 : 0;
     }
-    it->received_at_ms = rsl_now_ms();
-    it->routing_len = zmq_msg_size(&id) <= ROUTING_ID_MAX ? zmq_msg_size(&id) : 0;
-    memcpy(it->routing_id, zmq_msg_data(&id), it->routing_len);
+    job->received_us = monotonic_us();
+    job->received_at_ms = rsl_now_ms();
+    job->routing_len = zmq_msg_size(&id) <= ROUTING_ID_MAX ? zmq_msg_size(&id) : 0;
+    memcpy(job->routing_id, zmq_msg_data(&id), job->routing_len);
     bool more = zmq_msg_more(&id);
     zmq_msg_close(&id);
 
@@ -772,68 +1336,115 @@ static int receive_item(void *router, struct item *it)
         if (zmq_msg_recv(&m, router, 0) < 0) {
             int e = errno;
             zmq_msg_close(&m);
-            if (e == ETERM) {
-                item_clear(it);
+            if (e == ETERM)
                 return -1;
-            }
             /* Cannot happen (parts arrive together); the verdict stays
              * RETRY_LATER so the agent resends rather than loses it. */
-            snprintf(it->verdict.detail, sizeof(it->verdict.detail),
+            snprintf(job->verdict.detail, sizeof(job->verdict.detail),
                      "aggregator could not read the message");
-            it->decided = true;
+            job->verdict.reason = AGG_COUNT_RETRY_OTHER;
+            job->decided = true;
             return 1;
         }
         more = zmq_msg_more(&m);
         if (frames == 0) {
-            it->payload = m; /* ownership moves into the item */
-            it->payload_valid = true;
+            job->payload = m; /* ownership moves into the job */
+            job->payload_valid = true;
         } else {
             zmq_msg_close(&m);
         }
         frames++;
     }
-    if (it->payload_valid) {
+    if (job->payload_valid) {
+        job->bytes = zmq_msg_size(&job->payload);
         /* Metadata set by the ZAP handler: the agent id the CURVE key is
          * enrolled under. ZAP properties take precedence over anything the
          * peer announces about itself in its handshake metadata. */
-        const char *uid = zmq_msg_gets(&it->payload, "User-Id");
-        if (uid == NULL || rsl_strlcpy(it->user_id, uid, sizeof(it->user_id)) != RSL_OK)
-            it->user_id[0] = '\0';
+        const char *uid = zmq_msg_gets(&job->payload, "User-Id");
+        if (uid == NULL || rsl_strlcpy(job->user_id, uid, sizeof(job->user_id)) != RSL_OK)
+            job->user_id[0] = '\0';
     }
-    memcpy(it->verdict.user_id, it->user_id, sizeof(it->user_id)); /* for the log line */
+    memcpy(job->verdict.user_id, job->user_id, sizeof(job->user_id)); /* for the log line */
     if (frames != 1) {
-        verdict_reject(&it->verdict, AGG_COUNT_MALFORMED,
+        verdict_reject(&job->verdict, AGG_COUNT_MALFORMED,
                        "expected one frame per message, got %zu", frames);
-        it->decided = true;
+        job->decided = true;
     }
     return 1;
 }
 
-/* Acks go out in the order the messages arrived; each is one frame
- * (rsl_ack_encode) behind the routing id. An item without a routing id
- * (oversized id, cannot happen with libzmq's 5-byte ids) gets no ack. */
-static void send_ack(void *router, const struct item *it)
+/* The identity of a frame that will not be checked (queue full), so the
+ * RETRY_LATER ack can name it and the agent can match it to its spool: the
+ * SignedReport's `report` field (1), then the Report's agent_id and
+ * sequence, read without allocating (peek_report_identity). Best effort. */
+static void peek_frame_identity(struct agg_verdict *v, const uint8_t *data, size_t len)
 {
-    const struct agg_verdict *v = &it->verdict;
+    const uint8_t *p = data;
+    const uint8_t *end = data + len;
+    const uint8_t *report = NULL;
+    size_t report_len = 0;
+    while (p < end) {
+        uint64_t tag;
+        uint64_t value;
+        if (!peek_varint(&p, end, &tag))
+            return;
+        switch (tag & 7u) {
+        case 0:
+            if (!peek_varint(&p, end, &value))
+                return;
+            break;
+        case 1:
+            if ((size_t)(end - p) < 8)
+                return;
+            p += 8;
+            break;
+        case 5:
+            if ((size_t)(end - p) < 4)
+                return;
+            p += 4;
+            break;
+        case 2:
+            if (!peek_varint(&p, end, &value) || value > (uint64_t)(end - p))
+                return;
+            if ((tag >> 3) == 1) {
+                report = p;
+                report_len = (size_t)value;
+            }
+            p += value;
+            break;
+        default:
+            return;
+        }
+    }
+    if (report != NULL)
+        peek_report_identity(v, report, report_len);
+}
+
+/* One ack frame behind the routing id. DONTWAIT: one slow peer at its
+ * high-water mark must not stall the socket thread for everyone (it will
+ * resend and get DUPLICATE). ZMQ_ROUTER_MANDATORY: an unknown routing id
+ * fails with EHOSTUNREACH instead of a silent drop. Either way the ack is
+ * counted as undelivered. */
+static void send_ack(void *router, const struct job *job)
+{
+    const struct agg_verdict *v = &job->verdict;
     rsl_ack ack = RESILIENCE__V1__ACK__INIT;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (it->routing_len == 0)
+    if (job->routing_len == 0)
         return;
-    ack.agent_id = (char *)v->agent_id;
+    ack.agent_id = (char *)(uintptr_t)v->agent_id;
     ack.sequence = v->sequence;
     ack.status = (Resilience__V1__Ack__Status)v->status;
-    ack.detail = (char *)v->detail;
+    ack.detail = (char *)(uintptr_t)v->detail;
     if (rsl_ack_encode(&ack, &buf, &len) != RSL_OK) {
+        count(AGG_COUNT_ACKS_UNDELIVERED, 1);
         RSL_ERR("ingest", "cannot encode an ack (out of memory)");
         return;
     }
-    /* ZMQ_ROUTER_MANDATORY: an unknown routing id fails with EHOSTUNREACH
-     * instead of a silent drop; DONTWAIT so one slow peer at its high-water
-     * mark cannot stall ingest for everyone (it will resend and get
-     * DUPLICATE). */
-    if (zmq_send(router, it->routing_id, it->routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+    if (zmq_send(router, job->routing_id, job->routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
         zmq_send(router, buf, len, ZMQ_DONTWAIT) < 0) {
+        count(AGG_COUNT_ACKS_UNDELIVERED, 1);
         if (errno == EHOSTUNREACH)
             RSL_DEBUG("ingest", "ack for %s/%" PRIu64 " not sent: peer disconnected",
                       v->agent_id, v->sequence);
@@ -844,98 +1455,371 @@ static void send_ack(void *router, const struct item *it)
     free(buf);
 }
 
-/* One poll wake-up: read up to a batch, check, store, ack. Returns -1 on
- * ETERM. `verdicts` is scratch space of AGG_INGEST_BATCH_MAX pointers. */
-static int process_batch(struct agg_ingest *ing, struct item *items,
-                         struct agg_verdict **verdicts)
+static void publish_books(const struct router_state *rs)
 {
-    size_t n = 0;
-    size_t bytes = 0;
-    int result = 0;
-    while (n < AGG_INGEST_BATCH_MAX && bytes < AGG_INGEST_BATCH_MAX_BYTES) {
-        int r = receive_item(ing->router, &items[n]);
-        if (r < 0)
-            result = -1;
-        if (r <= 0)
-            break;
-        if (items[n].payload_valid)
-            bytes += zmq_msg_size(&items[n].payload);
-        n++;
-    }
-    if (n == 0)
-        return result;
-
-    /* One registry reference for the batch: a reload mid-batch cannot
-     * change the rules for half of it. */
-    struct agg_registry *reg = agg_registry_holder_get(ing->registry);
-    for (size_t i = 0; i < n; i++) {
-        struct item *it = &items[i];
-        verdicts[i] = &it->verdict;
-        if (it->decided || !it->payload_valid)
-            continue;
-        /* The verdict borrows the payload's bytes, which the item keeps
-         * until item_clear. */
-        agg_ingest_check_frame(zmq_msg_data(&it->payload), zmq_msg_size(&it->payload),
-                               it->user_id, it->received_at_ms, reg, ing->cfg->taxonomy,
-                               ing->cfg, &it->verdict);
-    }
-    agg_registry_release(&reg);
-
-    struct rsl_error err;
-    rsl_error_clear(&err);
-    if (agg_ingest_store_batch(ing->store, verdicts, n, &err) != RSL_OK)
-        RSL_ERR("ingest", "storing a batch failed, asking its agents to retry: %s", err.text);
-    for (size_t i = 0; i < n; i++) {
-        agg_ingest_record(&items[i].verdict);
-        send_ack(ing->router, &items[i]);
-        item_clear(&items[i]);
-    }
-    return result;
+    gauge_set(&gauge_in_flight, rs->in_flight);
+    gauge_set(&gauge_in_flight_bytes, rs->in_flight_bytes);
 }
 
-/* The ingest thread. Blocking poll with no timeout: the control pipe
- * wakes it for STOP, so there is no periodic wake-up and no latency added
- * to shutdown. The item array lives for the thread's lifetime so batches
- * do not allocate. */
-static void *ingest_main(void *arg)
+/* The end of every job: count and log its verdict, time it, acknowledge,
+ * take it off the books, free it. */
+static void finish_job(struct agg_ingest *ing, struct router_state *rs, struct job **jobp)
+{
+    struct job *job = *jobp;
+    agg_ingest_record(&job->verdict);
+    histogram_observe(AGG_HIST_ACK_LATENCY, monotonic_us() - job->received_us);
+    send_ack(ing->router, job);
+    if (job->admitted) {
+        rs->in_flight--;
+        rs->in_flight_bytes -= job->bytes;
+        publish_books(rs);
+        if (rs->queue_full && rs->in_flight * 100 < ing->max_queue * QUEUE_RELIEF_PERCENT) {
+            rs->queue_full = false;
+            if (rs->full_logged) {
+                rs->full_logged = false;
+                RSL_NOTICE("ingest", "ingest queue below its limit again (%zu in flight); %" PRIu64
+                           " reports were asked to retry later meanwhile", rs->in_flight,
+                           rs->turned_away);
+                rs->turned_away = 0;
+            }
+        }
+    }
+    job_free(jobp);
+}
+
+/* Back-pressure: the store (or verification) has fallen behind. Answer
+ * RETRY_LATER without checking anything - cheap, so a flood cannot make
+ * the socket thread itself the bottleneck - and name the report if its
+ * identity can be read. */
+static void turn_away(struct agg_ingest *ing, struct router_state *rs, struct job **jobp)
+{
+    struct job *job = *jobp;
+    if (job->payload_valid)
+        peek_frame_identity(&job->verdict, zmq_msg_data(&job->payload), job->bytes);
+    job->verdict.status = RESILIENCE__V1__ACK__STATUS__RETRY_LATER;
+    job->verdict.reason = AGG_COUNT_RETRY_QUEUE_FULL;
+    snprintf(job->verdict.detail, sizeof(job->verdict.detail),
+             "aggregator busy: %zu reports waiting to be stored; retry later", rs->in_flight);
+    if (!rs->queue_full) {
+        rs->queue_full = true;
+        /* A warning (and a notice when it is over) per episode, but at
+         * most one every FULL_LOG_MS however often the queue fills and
+         * drains around its limit; quiet episodes are summed up in the
+         * next warning. */
+        int64_t now = rsl_monotonic_ms();
+        if (rs->last_full_log_ms == 0 || now - rs->last_full_log_ms >= FULL_LOG_MS) {
+            if (rs->turned_away > 0)
+                RSL_NOTICE("ingest", "%" PRIu64 " reports were asked to retry later since the "
+                           "last warning", rs->turned_away);
+            rs->full_logged = true;
+            rs->last_full_log_ms = now;
+            rs->turned_away = 0;
+            RSL_WARN("ingest", "ingest queue full (%zu reports, %zu bytes in flight; max_queue "
+                     "%zu): answering RETRY_LATER until the store catches up", rs->in_flight,
+                     rs->in_flight_bytes, ing->max_queue);
+        }
+    }
+    rs->turned_away++;
+    finish_job(ing, rs, jobp);
+}
+
+/* Read up to RECEIVE_BURST messages and admit each into the pipeline (or
+ * answer it at once). Returns -1 on ETERM. */
+static int receive_some(struct agg_ingest *ing, struct router_state *rs)
+{
+    for (int i = 0; i < RECEIVE_BURST; i++) {
+        struct job *job = job_new();
+        if (job == NULL) {
+            /* The message stays queued in libzmq; try again next wake-up. */
+            RSL_ERR("ingest", "out of memory receiving a report");
+            return 0;
+        }
+        int r = receive_job(ing->router, job);
+        if (r <= 0) {
+            job_free(&job);
+            return r;
+        }
+        if (job->decided) {
+            finish_job(ing, rs, &job);
+            continue;
+        }
+        if (rs->in_flight >= ing->max_queue ||
+            rs->in_flight_bytes + job->bytes > AGG_INGEST_QUEUE_BYTES_MAX) {
+            turn_away(ing, rs, &job);
+            continue;
+        }
+        /* On the books before it leaves: the worker may answer before
+         * this thread runs again, but only this thread takes it off. */
+        job->admitted = true;
+        rs->in_flight++;
+        rs->in_flight_bytes += job->bytes;
+        gauge_add(&gauge_verify_queue, 1);
+        /* DONTWAIT: whatever happens, the socket thread never blocks. The
+         * queue has no mark, so only a context going away fails this;
+         * the report is then turned away like any over the limit. */
+        if (!job_send(ing->jobs_out, job, ZMQ_DONTWAIT)) {
+            gauge_sub(&gauge_verify_queue, 1);
+            job->admitted = false;
+            rs->in_flight--;
+            rs->in_flight_bytes -= job->bytes;
+            turn_away(ing, rs, &job);
+            continue;
+        }
+        publish_books(rs);
+    }
+    return 0;
+}
+
+/* Acknowledge what the workers rejected and the store thread settled. */
+static void acknowledge_some(struct agg_ingest *ing, struct router_state *rs)
+{
+    struct job *job;
+    for (int i = 0; i < RESULT_BURST && (job = job_receive(ing->results_in)) != NULL; i++)
+        finish_job(ing, rs, &job);
+}
+
+/* Socket monitor events (two frames: 6 bytes of event and value, then an
+ * endpoint). Handshakes and disconnects are counted; oversized messages
+ * surface only as disconnects (see AGG_COUNT_CONN_DISCONNECTS). */
+static void monitor_some(struct agg_ingest *ing)
+{
+    for (int i = 0; i < RESULT_BURST; i++) {
+        zmq_msg_t head;
+        zmq_msg_init(&head);
+        if (zmq_msg_recv(&head, ing->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&head);
+            return;
+        }
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&head) >= 6) {
+            memcpy(&event, zmq_msg_data(&head), sizeof(event));
+            memcpy(&value, (const uint8_t *)zmq_msg_data(&head) + 2, sizeof(value));
+        }
+        bool more = zmq_msg_more(&head);
+        zmq_msg_close(&head);
+        while (more) {
+            zmq_msg_t rest;
+            zmq_msg_init(&rest);
+            if (zmq_msg_recv(&rest, ing->monitor, 0) < 0) {
+                zmq_msg_close(&rest);
+                break;
+            }
+            more = zmq_msg_more(&rest);
+            zmq_msg_close(&rest);
+        }
+        switch (event) {
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            count(AGG_COUNT_CONN_HANDSHAKES, 1);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            count(AGG_COUNT_CONN_HANDSHAKE_FAILURES, 1);
+            RSL_DEBUG("ingest", "handshake failed (event 0x%x, value %" PRIu32 ")",
+                      (unsigned)event, value);
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            count(AGG_COUNT_CONN_DISCONNECTS, 1);
+            RSL_DEBUG("ingest", "connection closed (fd %" PRIu32 "): peer left, failed its "
+                      "handshake, or sent a message over max_message_bytes", value);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* The socket thread: the only user of the ROUTER. Blocking poll with no
+ * timeout while running: the control pipe wakes it for STOP. After STOP it
+ * reads no new reports but keeps acknowledging until nothing is in flight
+ * (or DRAIN_TIMEOUT_MS passed: then the rest is dropped unacknowledged and
+ * its agents resend after their timeout). */
+static void *router_main(void *arg)
 {
     struct agg_ingest *ing = arg;
-    struct item *items = calloc(AGG_INGEST_BATCH_MAX, sizeof(*items));
-    struct agg_verdict **verdicts = calloc(AGG_INGEST_BATCH_MAX, sizeof(*verdicts));
-    if (items == NULL || verdicts == NULL) {
-        RSL_ERR("ingest", "out of memory; ingest stopped");
-        goto out;
-    }
-    for (size_t i = 0; i < AGG_INGEST_BATCH_MAX; i++)
-        item_clear(&items[i]);
-    zmq_pollitem_t poll[2] = {
-        {ing->ingest_pipe.child, 0, ZMQ_POLLIN, 0},
-        {ing->router, 0, ZMQ_POLLIN, 0},
+    /* Named threads: `top -H`, perf and gdb show which stage is busy. */
+    pthread_setname_np(pthread_self(), "agg-socket");
+    struct router_state rs = {0};
+    bool accepting = true;
+    int64_t drain_deadline = 0;
+    zmq_pollitem_t items[4] = {
+        {ing->router_pipe.child, 0, ZMQ_POLLIN, 0},
+        {ing->results_in, 0, ZMQ_POLLIN, 0},
+        {ing->monitor, 0, ZMQ_POLLIN, 0},
+        {ing->router, 0, ZMQ_POLLIN, 0}, /* last: left out while draining */
     };
     for (;;) {
-        if (zmq_poll(poll, 2, -1) < 0) {
+        int n = zmq_poll(items, accepting ? 4 : 3, accepting ? -1 : 100);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             RSL_ERR("ingest", "poll: %s; ingest stopped", zmq_strerror(errno));
             break;
         }
-        /* Messages first: a stop request still lets the batch in hand be
-         * committed and acknowledged (process_batch runs to completion). */
-        if ((poll[1].revents & ZMQ_POLLIN) && process_batch(ing, items, verdicts) < 0)
+        /* Acks first: they free room in the queue for what comes next. */
+        if (items[1].revents & ZMQ_POLLIN)
+            acknowledge_some(ing, &rs);
+        if (items[2].revents & ZMQ_POLLIN)
+            monitor_some(ing);
+        if (accepting && (items[3].revents & ZMQ_POLLIN) && receive_some(ing, &rs) < 0)
             break;
-        if (poll[0].revents & ZMQ_POLLIN)
-            break;
+        if (items[0].revents & ZMQ_POLLIN) {
+            pipe_consume(ing->router_pipe.child);
+            if (accepting) {
+                accepting = false;
+                drain_deadline = rsl_monotonic_ms() + DRAIN_TIMEOUT_MS;
+                if (rs.in_flight > 0)
+                    RSL_INFO("ingest", "stopping: waiting for %zu reports in flight",
+                             rs.in_flight);
+            }
+        }
+        if (!accepting) {
+            if (rs.in_flight == 0)
+                break;
+            if (rsl_monotonic_ms() > drain_deadline) {
+                RSL_WARN("ingest", "stopping with %zu reports unanswered (their agents will "
+                         "resend)", rs.in_flight);
+                break;
+            }
+        }
     }
-out:
-    free(verdicts);
-    free(items); /* every item was cleared at the end of its batch */
-    close_socket(&ing->router);
-    close_socket(&ing->ingest_pipe.child);
-    agg_store_close(&ing->store);
+    rs.in_flight = 0;
+    rs.in_flight_bytes = 0;
+    publish_books(&rs);
     return NULL;
 }
 
-/* ---- start / stop ------------------------------------------------------- */
+/* ---- the verify workers --------------------------------------------------- */
+
+/* Check up to WORKER_BURST jobs under one registry reference (a reload
+ * takes effect from the next burst on), then pass each on: to the store
+ * thread if it passed, straight back for its ack if not. */
+static void verify_some(struct worker *w)
+{
+    struct agg_ingest *ing = w->ing;
+    struct agg_registry *reg = NULL;
+    struct job *job;
+    for (int i = 0; i < WORKER_BURST && (job = job_receive(w->jobs_in)) != NULL; i++) {
+        gauge_sub(&gauge_verify_queue, 1);
+        if (reg == NULL)
+            reg = agg_registry_holder_get(ing->registry);
+        /* The verdict borrows the payload's bytes, which the job keeps. */
+        if (job->payload_valid)
+            agg_ingest_check_frame(zmq_msg_data(&job->payload), job->bytes, job->user_id,
+                                   job->received_at_ms, reg, ing->cfg->taxonomy, ing->cfg,
+                                   &job->verdict);
+        bool to_store = job->verdict.store;
+        if (to_store)
+            gauge_add(&gauge_store_queue, 1);
+        if (!job_send(to_store ? w->store_out : w->results_out, job, 0)) {
+            /* Only when the context goes away; the socket thread has
+             * stopped waiting by then. */
+            if (to_store)
+                gauge_sub(&gauge_store_queue, 1);
+            RSL_ERR("ingest", "verify worker: cannot pass a report on: %s",
+                    zmq_strerror(errno));
+            job_free(&job);
+        }
+    }
+    agg_registry_release(&reg);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    pthread_setname_np(pthread_self(), "agg-verify");
+    zmq_pollitem_t items[2] = {
+        {w->pipe.child, 0, ZMQ_POLLIN, 0},
+        {w->jobs_in, 0, ZMQ_POLLIN, 0},
+    };
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            RSL_ERR("ingest", "verify worker: poll: %s; stopped", zmq_strerror(errno));
+            break;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            verify_some(w);
+        if (items[0].revents & ZMQ_POLLIN)
+            break; /* STOP: what is still queued is drained by agg_ingest_stop */
+    }
+    return NULL;
+}
+
+/* ---- the store thread ----------------------------------------------------- */
+
+/* One group commit: everything verified and waiting (up to batch_max and
+ * AGG_INGEST_BATCH_MAX_BYTES) in one transaction, then every verdict on to
+ * the socket thread - only now, after COMMIT returned. */
+static void store_some(struct agg_ingest *ing)
+{
+    size_t n = 0;
+    size_t bytes = 0;
+    struct job *job;
+    while (n < ing->batch_max && bytes < AGG_INGEST_BATCH_MAX_BYTES &&
+           (job = job_receive(ing->store_in)) != NULL) {
+        ing->batch_jobs[n] = job;
+        ing->batch_verdicts[n] = &job->verdict;
+        bytes += job->bytes;
+        n++;
+    }
+    if (n == 0)
+        return;
+    gauge_sub(&gauge_store_queue, n);
+
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    uint64_t started = monotonic_us();
+    if (agg_ingest_store_batch(ing->store, ing->batch_verdicts, n, &err) != RSL_OK) {
+        count(AGG_COUNT_STORE_ERRORS, 1);
+        RSL_ERR("ingest", "storing %zu reports failed, asking their agents to retry: %s", n,
+                err.text);
+    } else {
+        count(AGG_COUNT_COMMITS, 1);
+        histogram_observe(AGG_HIST_COMMIT_SECONDS, monotonic_us() - started);
+        histogram_observe(AGG_HIST_BATCH_REPORTS, n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        job = ing->batch_jobs[i];
+        ing->batch_jobs[i] = NULL;
+        const struct agg_verdict *v = &job->verdict;
+        if (v->status == RESILIENCE__V1__ACK__STATUS__ACCEPTED && v->report != NULL)
+            clocks_update(v->report->agent_id, v->report->nation,
+                          agg_clock_offset_ms(v->report->created_at_ms, v->received_at_ms),
+                          v->received_at_ms);
+        if (!job_send(ing->store_results_out, job, 0)) {
+            RSL_ERR("ingest", "store: cannot pass a verdict on: %s", zmq_strerror(errno));
+            job_free(&job);
+        }
+    }
+}
+
+static void *store_main(void *arg)
+{
+    struct agg_ingest *ing = arg;
+    pthread_setname_np(pthread_self(), "agg-store");
+    zmq_pollitem_t items[2] = {
+        {ing->store_pipe.child, 0, ZMQ_POLLIN, 0},
+        {ing->store_in, 0, ZMQ_POLLIN, 0},
+    };
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            RSL_ERR("ingest", "store thread: poll: %s; stopped", zmq_strerror(errno));
+            break;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            store_some(ing);
+        if (items[0].revents & ZMQ_POLLIN)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- start / stop --------------------------------------------------------- */
 
 int agg_ingest_router_new(void *zmq_ctx, const struct agg_config *cfg, void **out,
                           struct rsl_error *err)
@@ -1032,20 +1916,6 @@ fail:
     return rc;
 }
 
-static void ingest_free(struct agg_ingest *ing)
-{
-    if (ing == NULL)
-        return;
-    close_socket(&ing->router);
-    close_socket(&ing->zap_socket);
-    close_socket(&ing->zap_pipe.parent);
-    close_socket(&ing->zap_pipe.child);
-    close_socket(&ing->ingest_pipe.parent);
-    close_socket(&ing->ingest_pipe.child);
-    if (ing->ctx != NULL)
-        zmq_ctx_term(ing->ctx);
-    free(ing);
-}
 
 static void stop_thread(struct control_pipe *p, pthread_t thread, bool *running)
 {
@@ -1054,6 +1924,111 @@ static void stop_thread(struct control_pipe *p, pthread_t thread, bool *running)
     pipe_stop(p);
     pthread_join(thread, NULL);
     *running = false;
+}
+
+/* Stop whatever runs, in pipeline order (the socket thread first, so it
+ * can still collect the answers of what it admitted), free what is left
+ * in the queues, close every socket and the store. Used by stop and by a
+ * failed start alike. */
+static void ingest_shutdown(struct agg_ingest *ing)
+{
+    stop_thread(&ing->router_pipe, ing->router_thread, &ing->router_running);
+    for (size_t i = 0; ing->workers != NULL && i < ing->n_workers; i++)
+        stop_thread(&ing->workers[i].pipe, ing->workers[i].thread, &ing->workers[i].running);
+    stop_thread(&ing->store_pipe, ing->store_thread, &ing->store_running);
+
+    /* Every thread that used them has been joined: the sockets are ours
+     * again. Reports still queued were never answered; their agents
+     * resend. */
+    size_t left = drain_jobs(ing->results_in) + drain_jobs(ing->store_in);
+    for (size_t i = 0; ing->workers != NULL && i < ing->n_workers; i++)
+        left += drain_jobs(ing->workers[i].jobs_in);
+    if (left > 0)
+        RSL_NOTICE("ingest", "%zu reports left unanswered at shutdown", left);
+    gauge_set(&gauge_verify_queue, 0);
+    gauge_set(&gauge_store_queue, 0);
+    gauge_set(&gauge_in_flight, 0);
+    gauge_set(&gauge_in_flight_bytes, 0);
+    gauge_set(&gauge_workers, 0);
+
+    for (size_t i = 0; ing->workers != NULL && i < ing->n_workers; i++) {
+        struct worker *w = &ing->workers[i];
+        close_socket(&w->jobs_in);
+        close_socket(&w->store_out);
+        close_socket(&w->results_out);
+        pipe_close(&w->pipe);
+    }
+    close_socket(&ing->router);
+    close_socket(&ing->monitor);
+    close_socket(&ing->jobs_out);
+    close_socket(&ing->results_in);
+    close_socket(&ing->store_in);
+    close_socket(&ing->store_results_out);
+    pipe_close(&ing->router_pipe);
+    pipe_close(&ing->store_pipe);
+    agg_store_close(&ing->store);
+
+    /* ZAP last: until the ROUTER is closed, a handshake could still ask. */
+    stop_thread(&ing->zap_pipe, ing->zap_thread, &ing->zap_running);
+    close_socket(&ing->zap_socket);
+    pipe_close(&ing->zap_pipe);
+    if (ing->ctx != NULL)
+        zmq_ctx_term(ing->ctx);
+    free(ing->workers);
+    free(ing->batch_jobs);
+    free(ing->batch_verdicts);
+    free(ing);
+}
+
+/* The sockets of the pipeline, all created here, in the caller's thread.
+ * The binding ends first, so each connect finds its peer. */
+static int pipeline_open(struct agg_ingest *ing, struct rsl_error *err)
+{
+    char jobs[64], store[64], results[64], monitor[64];
+    snprintf(jobs, sizeof(jobs), "inproc://agg-jobs-%p", (void *)ing);
+    snprintf(store, sizeof(store), "inproc://agg-store-%p", (void *)ing);
+    snprintf(results, sizeof(results), "inproc://agg-results-%p", (void *)ing);
+    snprintf(monitor, sizeof(monitor), "inproc://agg-monitor-%p", (void *)ing);
+
+    if ((ing->jobs_out = queue_socket(ing->ctx, ZMQ_PUSH, jobs, true, err)) == NULL ||
+        (ing->store_in = queue_socket(ing->ctx, ZMQ_PULL, store, true, err)) == NULL ||
+        (ing->results_in = queue_socket(ing->ctx, ZMQ_PULL, results, true, err)) == NULL ||
+        (ing->store_results_out = queue_socket(ing->ctx, ZMQ_PUSH, results, false, err)) ==
+            NULL)
+        return RSL_EIO;
+    for (size_t i = 0; i < ing->n_workers; i++) {
+        struct worker *w = &ing->workers[i];
+        w->ing = ing;
+        if ((w->jobs_in = queue_socket(ing->ctx, ZMQ_PULL, jobs, false, err)) == NULL ||
+            (w->store_out = queue_socket(ing->ctx, ZMQ_PUSH, store, false, err)) == NULL ||
+            (w->results_out = queue_socket(ing->ctx, ZMQ_PUSH, results, false, err)) == NULL)
+            return RSL_EIO;
+        int rc = pipe_open(ing->ctx, &w->pipe, "worker", err);
+        if (rc != RSL_OK)
+            return rc;
+    }
+    int rc = pipe_open(ing->ctx, &ing->router_pipe, "router", err);
+    if (rc == RSL_OK)
+        rc = pipe_open(ing->ctx, &ing->store_pipe, "store", err);
+    if (rc != RSL_OK)
+        return rc;
+
+    /* The ROUTER's monitor, for connection counts; a statistic, so a
+     * failure here is logged, not fatal. */
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_DISCONNECTED;
+    int zero = 0;
+    if (zmq_socket_monitor(ing->router, monitor, events) == 0 &&
+        (ing->monitor = zmq_socket(ing->ctx, ZMQ_PAIR)) != NULL) {
+        zmq_setsockopt(ing->monitor, ZMQ_LINGER, &zero, sizeof(zero));
+        if (zmq_connect(ing->monitor, monitor) != 0)
+            close_socket(&ing->monitor);
+    }
+    if (ing->monitor == NULL)
+        RSL_WARN("ingest", "no socket monitor (%s): connection events will not be counted",
+                 zmq_strerror(errno));
+    return RSL_OK;
 }
 
 int agg_ingest_start(const struct agg_config *cfg, struct agg_registry_holder *registry,
@@ -1073,6 +2048,28 @@ int agg_ingest_start(const struct agg_config *cfg, struct agg_registry_holder *r
         return rsl_error_set(err, RSL_ENOMEM, "out of memory");
     ing->cfg = cfg;
     ing->registry = registry;
+    /* 0 (a config struct built by hand) means the default. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    ing->n_workers = cfg->ingest_workers > 0 ? (size_t)cfg->ingest_workers
+                     : cores > 0 && cores <= AGG_MAX_WORKERS ? (size_t)cores : 1;
+    ing->max_queue = cfg->ingest_max_queue > 0 ? cfg->ingest_max_queue : AGG_DEFAULT_MAX_QUEUE;
+    ing->batch_max = cfg->ingest_batch_max > 0 ? cfg->ingest_batch_max : AGG_DEFAULT_BATCH_MAX;
+    /* The loader enforces these bounds; a struct filled in by hand too. */
+    if (ing->n_workers > AGG_MAX_WORKERS)
+        ing->n_workers = AGG_MAX_WORKERS;
+    if (ing->max_queue > AGG_MAX_QUEUE_MAX)
+        ing->max_queue = AGG_MAX_QUEUE_MAX;
+    if (ing->batch_max > AGG_BATCH_MAX_MAX)
+        ing->batch_max = AGG_BATCH_MAX_MAX;
+    /* Everything the threads need is allocated now: a thread that cannot
+     * get its memory later would leave reports in flight forever. */
+    ing->workers = calloc(ing->n_workers, sizeof(*ing->workers));
+    ing->batch_jobs = calloc(ing->batch_max, sizeof(*ing->batch_jobs));
+    ing->batch_verdicts = calloc(ing->batch_max, sizeof(*ing->batch_verdicts));
+    if (ing->workers == NULL || ing->batch_jobs == NULL || ing->batch_verdicts == NULL) {
+        rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
+        goto fail;
+    }
     ing->ctx = zmq_ctx_new();
     if (ing->ctx == NULL) {
         rc = rsl_error_set(err, RSL_EIO, "ingest: zmq_ctx_new: %s", zmq_strerror(errno));
@@ -1105,28 +2102,59 @@ int agg_ingest_start(const struct agg_config *cfg, struct agg_registry_holder *r
     /* The ZAP thread owns zap_socket and zap_pipe.child now and closes them
      * itself (NULLing the fields) before it ends. */
 
-    /* 2. The ROUTER. */
-    if ((rc = pipe_open(ing->ctx, &ing->ingest_pipe, "ingest", err)) != RSL_OK)
-        goto fail;
+    /* 2. The ROUTER and the pipeline's queues. */
     if ((rc = agg_ingest_router_new(ing->ctx, cfg, &ing->router, err)) != RSL_OK)
         goto fail;
+    if ((rc = pipeline_open(ing, err)) != RSL_OK)
+        goto fail;
+
+    /* 3. Threads, from the back of the pipeline to the front. The store
+     * moves in first (a failure below still closes it: the caller is told
+     * through *store staying set only if nothing started). */
+    {
+        struct rsl_error seed_err;
+        rsl_error_clear(&seed_err);
+        if (agg_store_agents(*store, clocks_seed_cb, NULL, &seed_err) != RSL_OK)
+            RSL_WARN("ingest", "clock offsets not restored: %s", seed_err.text);
+    }
     ing->store = *store;
-    if (pthread_create(&ing->ingest_thread, NULL, ingest_main, ing) != 0) {
+    if (pthread_create(&ing->store_thread, NULL, store_main, ing) != 0) {
         ing->store = NULL;
-        rc = rsl_error_set(err, RSL_EIO, "ingest: cannot start the ingest thread");
+        rc = rsl_error_set(err, RSL_EIO, "ingest: cannot start the store thread");
         goto fail;
     }
-    ing->ingest_running = true;
-    *store = NULL; /* transferred to the ingest thread */
+    ing->store_running = true;
+    *store = NULL; /* transferred */
+    for (size_t i = 0; i < ing->n_workers; i++) {
+        if (pthread_create(&ing->workers[i].thread, NULL, worker_main, &ing->workers[i]) != 0) {
+            rc = rsl_error_set(err, RSL_EIO, "ingest: cannot start verify worker %zu", i + 1);
+            goto fail_started;
+        }
+        ing->workers[i].running = true;
+    }
+    gauge_set(&gauge_max_queue, ing->max_queue);
+    gauge_set(&gauge_workers, ing->n_workers);
+    if (pthread_create(&ing->router_thread, NULL, router_main, ing) != 0) {
+        rc = rsl_error_set(err, RSL_EIO, "ingest: cannot start the socket thread");
+        goto fail_started;
+    }
+    ing->router_running = true;
+    RSL_INFO("ingest", "%zu verify workers, max_queue %zu, batch_max %zu", ing->n_workers,
+             ing->max_queue, ing->batch_max);
     *out = ing;
     return RSL_OK;
 
+fail_started:
+    /* The store has moved in: hand it back so the contract "on failure
+     * *store is left with the caller" holds (no thread uses it any more
+     * once they are stopped). */
+    for (size_t i = 0; i < ing->n_workers; i++)
+        stop_thread(&ing->workers[i].pipe, ing->workers[i].thread, &ing->workers[i].running);
+    stop_thread(&ing->store_pipe, ing->store_thread, &ing->store_running);
+    *store = ing->store;
+    ing->store = NULL;
 fail:
-    if (ing->zap_running) {
-        /* The ZAP thread closes its own sockets. */
-        stop_thread(&ing->zap_pipe, ing->zap_thread, &ing->zap_running);
-    }
-    ingest_free(ing);
+    ingest_shutdown(ing);
     return rc;
 }
 
@@ -1134,11 +2162,6 @@ void agg_ingest_stop(struct agg_ingest **ingestp)
 {
     if (ingestp == NULL || *ingestp == NULL)
         return;
-    struct agg_ingest *ing = *ingestp;
-    /* Ingest first: its last batch may still need the registry, and acks
-     * must leave before the context goes. Then ZAP. */
-    stop_thread(&ing->ingest_pipe, ing->ingest_thread, &ing->ingest_running);
-    stop_thread(&ing->zap_pipe, ing->zap_thread, &ing->zap_running);
-    ingest_free(ing);
+    ingest_shutdown(*ingestp);
     *ingestp = NULL;
 }

@@ -207,7 +207,8 @@ static int registry_handler(void *vctx, const char *section, const char *key, co
         return parse_key_list(key, value, agent->sign_keys, agent->sign_key_ids,
                               &agent->n_sign_keys, err);
     case SEEN_REVOKED:
-        return parse_key_list(key, value, NULL, agent->revoked_key_ids, &agent->n_revoked, err);
+        return parse_key_list(key, value, agent->revoked_keys, agent->revoked_key_ids,
+                              &agent->n_revoked, err);
     case SEEN_CURVE_KEY:
         al->curve_line = line;
         if (!rsl_z85_key_valid(value))
@@ -443,6 +444,16 @@ enum agg_key_state agg_agent_key_state(const struct agg_agent *agent, const char
         }
     }
     return AGG_KEY_UNKNOWN;
+}
+
+const uint8_t *agg_agent_revoked_key(const struct agg_agent *agent, const char *key_id)
+{
+    if (agent == NULL || key_id == NULL)
+        return NULL;
+    for (size_t i = 0; i < agent->n_revoked; i++)
+        if (strcmp(agent->revoked_key_ids[i], key_id) == 0)
+            return agent->revoked_keys[i];
+    return NULL;
 }
 
 int agg_registry_holder_new(struct agg_registry **reg, struct agg_registry_holder **out)

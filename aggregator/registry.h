@@ -43,6 +43,9 @@ struct agg_agent {
     char sign_key_ids[AGG_REGISTRY_MAX_KEYS][RSL_KEY_ID_HEX_LEN + 1];
     size_t n_revoked;
     char revoked_key_ids[AGG_REGISTRY_MAX_KEYS][RSL_KEY_ID_HEX_LEN + 1];
+    /* The raw revoked keys, kept so `resilience-ctl audit` can still check
+     * what a since-revoked key signed (ingest never uses them). */
+    uint8_t revoked_keys[AGG_REGISTRY_MAX_KEYS][RSL_ED25519_PUBLIC_BYTES];
 };
 
 struct agg_registry;
@@ -77,6 +80,11 @@ enum agg_key_state {
  * *public_key (if not NULL) points at the raw key inside the agent. */
 enum agg_key_state agg_agent_key_state(const struct agg_agent *agent, const char *key_id,
                                        const uint8_t **public_key);
+
+/* The raw public key of `agent`'s revoked key `key_id`, or NULL if it has
+ * no such revoked key. For audits of what was stored before a revocation;
+ * never a reason to accept anything new. */
+const uint8_t *agg_agent_revoked_key(const struct agg_agent *agent, const char *key_id);
 
 /* ---- the swappable "current registry" ---------------------------------- */
 

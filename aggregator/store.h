@@ -99,4 +99,107 @@ struct agg_store_stats {
 };
 int agg_store_stats(struct agg_store *store, struct agg_store_stats *out, struct rsl_error *err);
 
+/* An agent's clock offset as the store keeps it (agents.clock_offset_ms)
+ * and /metrics shows it: created_at_ms - received_at_ms, saturated to the
+ * int64 range. Positive: the agent's clock is ahead. It includes transit
+ * and queueing, so a report resent from a spool after an outage shows its
+ * age (strongly negative) until the agent has caught up. */
+int64_t agg_clock_offset_ms(int64_t created_at_ms, int64_t received_at_ms);
+
+/* ---- the audit walk (issue 4; resilience-ctl audit) ---------------------- */
+
+/* One stored measurement row as written by agg_store_append. */
+struct agg_stored_measurement {
+    int64_t idx;               /* position in the report's measurements */
+    const char *nation;
+    const char *indicator;
+    double value;
+    const char *unit;
+    int64_t observed_at_ms;
+    int64_t received_at_ms;
+    const char *agent_id;
+    bool excluded;
+    const char *releasable_to; /* comma-joined */
+    const char *source;
+};
+
+/* At most this many measurement rows of one report are handed to the
+ * callback (one more than a valid report can have, so an excess shows). */
+#define AGG_STORE_AUDIT_MAX_ROWS (RSL_MAX_MEASUREMENTS + 1)
+
+/* One stored report: its columns, its original signed bytes, and its
+ * measurement rows ordered by idx. Everything is borrowed for the duration
+ * of the callback only. */
+struct agg_stored_report {
+    int64_t id;                        /* storage order */
+    const char *agent_id;
+    uint64_t sequence;
+    const char *nation;
+    const char *key_id;
+    int64_t created_at_ms;
+    int64_t received_at_ms;
+    const uint8_t *digest;             /* SHA-256 of the Report bytes, as stored */
+    size_t digest_len;                 /* 32 unless the row was tampered with */
+    const uint8_t *signed_bytes;       /* the whole SignedReport frame */
+    size_t signed_len;
+    const struct agg_stored_measurement *measurements;
+    size_t n_measurements;             /* rows handed over (<= AGG_STORE_AUDIT_MAX_ROWS) */
+    bool measurements_truncated;       /* more rows exist than were handed over */
+};
+typedef int (*agg_report_cb)(void *ctx, const struct agg_stored_report *report);
+
+/* Walk every stored report in storage order, in one read transaction (a
+ * consistent snapshot even while ingest commits). A non-zero return from
+ * cb stops the walk and is returned. For `resilience-ctl audit`, which
+ * re-verifies each report from its signed bytes and compares the rows the
+ * API serves with what was signed. */
+int agg_store_reports(struct agg_store *store, agg_report_cb cb, void *ctx,
+                      struct rsl_error *err);
+
+/* Check the incrementally kept present against history: each `current`
+ * row must be its measurement row (same values, not excluded) and the
+ * latest aggregated observation of its (nation, indicator); each pair with
+ * an aggregated observation must have a `current` row. Every problem is
+ * passed to cb with a short description; a non-zero return stops. */
+typedef int (*agg_current_problem_cb)(void *ctx, const char *nation, const char *indicator,
+                                      const char *problem);
+int agg_store_check_current(struct agg_store *store, agg_current_problem_cb cb, void *ctx,
+                            struct rsl_error *err);
+
+/* ---- Read-only queries for the HTTPS API (issue 5) ---------------------- */
+
+/* A number that differs from the previous call's whenever another
+ * connection (the ingest thread) committed in between (SQLite's PRAGMA
+ * data_version: read from shared memory, microseconds). The HTTPS workers
+ * use it to know whether a cached response is still current. Meaningful
+ * only as "same or different" on the same handle. */
+int agg_store_data_version(struct agg_store *store, uint64_t *out, struct rsl_error *err);
+
+/* One row of the agents table: every agent that ever had a report stored.
+ * Strings are borrowed for the duration of the callback only. */
+struct agg_agent_row {
+    const char *agent_id;
+    const char *nation;
+    uint64_t last_sequence;   /* highest sequence stored */
+    int64_t last_seen_ms;     /* received_at_ms of its latest stored report */
+    int64_t reports;          /* reports stored */
+    int64_t clock_offset_ms;  /* agg_clock_offset_ms of its latest received report */
+};
+typedef int (*agg_agent_cb)(void *ctx, const struct agg_agent_row *row);
+
+/* Every agent, ordered by nation then agent id. A non-zero return from cb
+ * stops the walk and is returned. */
+int agg_store_agents(struct agg_store *store, agg_agent_cb cb, void *ctx, struct rsl_error *err);
+
+/* For one indicator and each query time points[0..n_points) (ascending):
+ * for every nation, the aggregated observation agg_store_latest(points[k])
+ * would give for that (nation, indicator), passed as cb(ctx, k, value).
+ * Points at which a nation had observed nothing yet get no call. Costs at
+ * most min(n_points, observations) index seeks per nation, whatever the
+ * size of the history, and reads one consistent snapshot. A non-zero
+ * return from cb stops the walk and is returned. */
+typedef int (*agg_point_value_cb)(void *ctx, size_t point, const struct agg_value *value);
+int agg_store_history(struct agg_store *store, const char *indicator, const int64_t *points,
+                      size_t n_points, agg_point_value_cb cb, void *ctx, struct rsl_error *err);
+
 #endif

@@ -83,6 +83,14 @@ static const struct ctl_command commands[] = {
      "TOKEN '-' reads the token from the first line of standard input (keeps it\n"
      "out of the shell history and the process list).",
      ctl_cmd_hash_token},
+    {"audit", "re-verify every stored report against the registry", "", 0, 0,
+     ctl_audit_options, ctl_audit_description, ctl_cmd_audit},
+    {"summary", "print the alliance summary from the HTTPS API", "", 0, 0,
+     ctl_summary_options, ctl_query_description, ctl_cmd_summary},
+    {"nation", "print one nation's values from the HTTPS API", "CODE", 1, 1,
+     ctl_nation_options, ctl_query_description, ctl_cmd_nation},
+    {"history", "print an indicator's alliance value over time", "ID", 1, 1,
+     ctl_history_options, ctl_query_description, ctl_cmd_history},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

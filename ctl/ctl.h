@@ -78,5 +78,17 @@ int ctl_cmd_keygen(struct ctl_ctx *ctx);
 int ctl_cmd_enroll(struct ctl_ctx *ctx);
 int ctl_cmd_token(struct ctl_ctx *ctx);
 int ctl_cmd_hash_token(struct ctl_ctx *ctx);
+/* audit (ctl/audit.c): its options and help text live beside its code. */
+int ctl_cmd_audit(struct ctl_ctx *ctx);
+extern const struct ctl_option ctl_audit_options[];
+extern const char ctl_audit_description[];
+/* summary, nation CODE, history ID (ctl/query.c): read the HTTPS API. */
+int ctl_cmd_summary(struct ctl_ctx *ctx);
+int ctl_cmd_nation(struct ctl_ctx *ctx);
+int ctl_cmd_history(struct ctl_ctx *ctx);
+extern const struct ctl_option ctl_summary_options[];
+extern const struct ctl_option ctl_nation_options[];
+extern const struct ctl_option ctl_history_options[];
+extern const char ctl_query_description[];
 
 #endif

@@ -17,6 +17,22 @@
  * Exit status: 0 if every message sent got an Ack, 3 if at least one timed
  * out (NOACK), 1 on usage or local errors (bad key file, ...).
  *
+ * Modes added for the ingest tests (issue 4), all opt-in:
+ *   --until-acked   a reliable sender like the agent: every report is built
+ *                   and signed once, then (re)sent with the very same bytes
+ *                   until an ACCEPTED, DUPLICATE or REJECTED ack arrives -
+ *                   again after --timeout without an answer (the aggregator
+ *                   may have been killed), after --retry-delay on
+ *                   RETRY_LATER. Up to --window reports are in flight. Every
+ *                   ack seen is printed (several per report are possible),
+ *                   NOACK never is; exit 0 once every report is settled.
+ *   --wait-stdin    before each report after the first, read one line from
+ *                   stdin (EOF: stop), so a test can act between two reports
+ *                   sent over the same connection.
+ *   --report-handshakes  print "HANDSHAKES <n>" last: how many CURVE
+ *                   sessions the socket established (1 if the connection
+ *                   survived everything the test did).
+ *
  * Messages are sent one at a time and each waits for its Ack (or the
  * timeout) before the next is sent, so every output line belongs to exactly
  * one message even when the aggregator answers with an empty agent_id.
@@ -71,6 +87,11 @@ struct probe_opts {
     const char *raw_hex;
     size_t oversize;
     int timeout_ms;
+    bool until_acked;
+    uint64_t window;
+    int retry_delay_ms;
+    bool wait_stdin;
+    bool report_handshakes;
 };
 
 static void usage(FILE *out)
@@ -92,6 +113,12 @@ static void usage(FILE *out)
           "  --raw-hex HEX          send these bytes as the frame instead of a report\n"
           "  --oversize N           send N bytes of garbage as the frame\n"
           "  --timeout MS           wait this long for each Ack (default 5000)\n"
+          "  --until-acked          resend each report (same bytes) until ACCEPTED, DUPLICATE\n"
+          "                         or REJECTED; prints every ack seen\n"
+          "  --window N             with --until-acked: reports in flight (default 1)\n"
+          "  --retry-delay MS       with --until-acked: wait after RETRY_LATER (default 200)\n"
+          "  --wait-stdin           read a line from stdin before each report but the first\n"
+          "  --report-handshakes    finally print 'HANDSHAKES <n>' (CURVE sessions made)\n"
           "prints one line per message: 'ACK <agent_id> <seq> <STATUS> <detail>' or 'NOACK'\n"
           "exit: 0 all acked, 3 some NOACK, 1 error\n",
           out);
@@ -151,7 +178,8 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
         OPT_ENDPOINT = 256, OPT_SERVER_KEY, OPT_CURVE_DIR, OPT_PLAINTEXT, OPT_SIGN_KEY,
         OPT_AGENT_ID, OPT_NATION, OPT_ORGANISATION, OPT_MARKING, OPT_KEY_ID, OPT_SEQ,
         OPT_COUNT, OPT_MEASURE, OPT_CREATED_AT, OPT_OBSERVED_AT, OPT_NO_PREFIX,
-        OPT_CORRUPT, OPT_RAW_HEX, OPT_OVERSIZE, OPT_TIMEOUT, OPT_HELP
+        OPT_CORRUPT, OPT_RAW_HEX, OPT_OVERSIZE, OPT_TIMEOUT, OPT_HELP, OPT_UNTIL_ACKED,
+        OPT_WINDOW, OPT_RETRY_DELAY, OPT_WAIT_STDIN, OPT_REPORT_HANDSHAKES
     };
     static const struct option longopts[] = {
         {"endpoint", required_argument, NULL, OPT_ENDPOINT},
@@ -175,6 +203,11 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
         {"oversize", required_argument, NULL, OPT_OVERSIZE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"help", no_argument, NULL, OPT_HELP},
+        {"until-acked", no_argument, NULL, OPT_UNTIL_ACKED},
+        {"window", required_argument, NULL, OPT_WINDOW},
+        {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
+        {"wait-stdin", no_argument, NULL, OPT_WAIT_STDIN},
+        {"report-handshakes", no_argument, NULL, OPT_REPORT_HANDSHAKES},
         {NULL, 0, NULL, 0},
     };
     uint64_t u = 0;
@@ -228,6 +261,18 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
             o->timeout_ms = (int)i;
             break;
         case OPT_HELP: usage(stdout); exit(0);
+        case OPT_UNTIL_ACKED: o->until_acked = true; break;
+        case OPT_WINDOW:
+            if (parse_u64(optarg, &o->window) != 0 || o->window == 0 || o->window > 100000)
+                goto bad;
+            break;
+        case OPT_RETRY_DELAY:
+            if (parse_i64(optarg, &i) != 0 || i < 0 || i > 600000)
+                goto bad;
+            o->retry_delay_ms = (int)i;
+            break;
+        case OPT_WAIT_STDIN: o->wait_stdin = true; break;
+        case OPT_REPORT_HANDSHAKES: o->report_handshakes = true; break;
         default: usage(stderr); return -1;
         }
     }
@@ -237,6 +282,10 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
     }
     if (!o->plaintext && o->server_key == NULL) {
         fprintf(stderr, "rsl_probe: --server-key is required unless --plaintext\n");
+        return -1;
+    }
+    if (o->until_acked && (o->raw_hex != NULL || o->oversize != 0)) {
+        fprintf(stderr, "rsl_probe: --until-acked sends reports, not --raw-hex/--oversize\n");
         return -1;
     }
     if (o->raw_hex == NULL && o->oversize == 0 &&
@@ -464,6 +513,150 @@ out:
     return rc;
 }
 
+/* ---- --until-acked ------------------------------------------------------ */
+
+/* One report of the run: its bytes (built and signed once, so a resend is
+ * byte-identical, as the agent's spool makes it) and where it stands. */
+struct pending {
+    uint8_t *frame;
+    size_t len;
+    bool settled;
+    bool in_flight;
+    int64_t resend_at;   /* monotonic ms: send (again) at or after this */
+};
+
+/* Decode one reply, print it; returns the Ack (caller frees) or NULL. */
+static rsl_ack *read_ack(void *sock, uint8_t *buf)
+{
+    int got = zmq_recv(sock, buf, PROBE_ACK_MAX, ZMQ_DONTWAIT);
+    if (got < 0)
+        return NULL;
+    if ((size_t)got > PROBE_ACK_MAX) {
+        fprintf(stderr, "rsl_probe: reply of %d bytes truncated, ignored\n", got);
+        return NULL;
+    }
+    rsl_ack *ack = NULL;
+    struct rsl_error err = {0};
+    if (rsl_ack_decode(buf, (size_t)got, PROBE_ACK_MAX, &ack, &err) != RSL_OK) {
+        fprintf(stderr, "rsl_probe: undecodable reply (%d bytes): %s\n", got, err.text);
+        return NULL;
+    }
+    print_ack(ack);
+    return ack;
+}
+
+/* Send `count` reports starting at o->seq until each is settled. Returns
+ * 0 when all are, -1 on a local error. */
+static int run_until_acked(void *sock, const struct probe_opts *o,
+                           const struct rsl_signer *signer)
+{
+    int rc = -1;
+    uint64_t n = o->count;
+    uint64_t window = o->window > 0 ? o->window : 1;
+    struct pending *p = calloc(n, sizeof(*p));
+    uint8_t *buf = malloc(PROBE_ACK_MAX);
+    if (p == NULL || buf == NULL) {
+        fprintf(stderr, "rsl_probe: out of memory\n");
+        goto out;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (build_frame(o, signer, o->seq + i, &p[i].frame, &p[i].len) != 0)
+            goto out;
+    uint64_t settled = 0;
+    uint64_t next = 0;      /* first report never sent */
+    uint64_t in_flight = 0;
+    while (settled < n) {
+        int64_t now = rsl_monotonic_ms();
+        /* Resend what timed out or was asked to retry; then fill the window. */
+        for (uint64_t i = 0; i < next; i++) {
+            if (p[i].settled || !p[i].in_flight || p[i].resend_at > now)
+                continue;
+            if (zmq_send(sock, p[i].frame, p[i].len, ZMQ_DONTWAIT) < 0 && errno != EAGAIN) {
+                fprintf(stderr, "rsl_probe: zmq_send: %s\n", zmq_strerror(errno));
+                goto out;
+            }
+            p[i].resend_at = now + o->timeout_ms;
+        }
+        while (next < n && in_flight < window) {
+            if (zmq_send(sock, p[next].frame, p[next].len, ZMQ_DONTWAIT) < 0 && errno != EAGAIN) {
+                fprintf(stderr, "rsl_probe: zmq_send: %s\n", zmq_strerror(errno));
+                goto out;
+            }
+            /* EAGAIN (nowhere to queue yet) is a send that timed out. */
+            p[next].in_flight = true;
+            p[next].resend_at = now + o->timeout_ms;
+            in_flight++;
+            next++;
+        }
+        /* Sleep until an ack or the earliest resend. */
+        int64_t wake = now + o->timeout_ms;
+        for (uint64_t i = 0; i < next; i++)
+            if (!p[i].settled && p[i].in_flight && p[i].resend_at < wake)
+                wake = p[i].resend_at;
+        long wait = wake > now ? (long)(wake - now) : 0;
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, wait) < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "rsl_probe: zmq_poll: %s\n", zmq_strerror(errno));
+            goto out;
+        }
+        rsl_ack *ack;
+        while ((ack = read_ack(sock, buf)) != NULL) {
+            uint64_t i = ack->sequence - o->seq;
+            bool ours = ack->sequence >= o->seq && i < n && p[i].in_flight && !p[i].settled &&
+                        strcmp(ack->agent_id, o->agent_id) == 0;
+            if (ours) {
+                if (ack->status == RESILIENCE__V1__ACK__STATUS__RETRY_LATER) {
+                    p[i].resend_at = rsl_monotonic_ms() + o->retry_delay_ms;
+                } else {
+                    p[i].settled = true;
+                    p[i].in_flight = false;
+                    in_flight--;
+                    settled++;
+                }
+            }
+            rsl_ack_free(&ack);
+        }
+    }
+    rc = 0;
+out:
+    for (uint64_t i = 0; p != NULL && i < n; i++)
+        free(p[i].frame);
+    free(p);
+    free(buf);
+    return rc;
+}
+
+/* CURVE sessions established so far, from the socket's monitor. */
+static uint64_t count_handshakes(void *monitor)
+{
+    uint64_t n = 0;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return n;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&m) >= 2)
+            memcpy(&event, zmq_msg_data(&m), sizeof(event));
+        bool more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            n++;
+        while (more) {
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, monitor, 0) < 0)
+                more = false;
+            else
+                more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     int status = 1;
@@ -475,9 +668,13 @@ int main(int argc, char **argv)
     size_t frame_len = 0;
     bool all_acked = true;
 
+    void *monitor = NULL;
+    uint64_t handshakes = 0;
     o.seq = 1;
     o.count = 1;
     o.timeout_ms = 5000;
+    o.window = 1;
+    o.retry_delay_ms = 200;
     if (parse_args(argc, argv, &o) != 0)
         goto out;
     if (o.n_measures == 0) {
@@ -509,6 +706,16 @@ int main(int argc, char **argv)
     zmq_setsockopt(sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof(sndtimeo));
     if (setup_security(sock, &o) != 0)
         goto out;
+    if (o.report_handshakes) {
+        char mon[64];
+        snprintf(mon, sizeof(mon), "inproc://probe-monitor-%p", (void *)sock);
+        if (zmq_socket_monitor(sock, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0 ||
+            (monitor = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_connect(monitor, mon) != 0) {
+            fprintf(stderr, "rsl_probe: socket monitor: %s\n", zmq_strerror(errno));
+            goto out;
+        }
+        zmq_setsockopt(monitor, ZMQ_LINGER, &linger, sizeof(linger));
+    }
     if (zmq_connect(sock, o.endpoint) != 0) {
         fprintf(stderr, "rsl_probe: connect %s: %s\n", o.endpoint, zmq_strerror(errno));
         goto out;
@@ -539,8 +746,16 @@ int main(int argc, char **argv)
         if (r < 0)
             goto out;
         all_acked = r == 1;
+    } else if (o.until_acked) {
+        if (run_until_acked(sock, &o, signer) != 0)
+            goto out;
     } else {
         for (uint64_t i = 0; i < o.count; i++) {
+            if (o.wait_stdin && i > 0) {
+                char line[256];
+                if (fgets(line, sizeof(line), stdin) == NULL)
+                    break; /* EOF: the test wants no more */
+            }
             if (build_frame(&o, signer, o.seq + i, &frame, &frame_len) != 0)
                 goto out;
             int r = send_and_wait(sock, frame, frame_len, o.timeout_ms);
@@ -552,8 +767,15 @@ int main(int argc, char **argv)
                 all_acked = false;
         }
     }
+    if (monitor != NULL) {
+        handshakes = count_handshakes(monitor);
+        printf("HANDSHAKES %llu\n", (unsigned long long)handshakes);
+        fflush(stdout);
+    }
     status = all_acked ? 0 : 3;
 out:
+    if (monitor != NULL)
+        zmq_close(monitor);
     free(frame);
     if (sock != NULL)
         zmq_close(sock);

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "aggregator/config.h"
@@ -713,6 +714,9 @@ static void test_excluded_measurements_named(void **state)
     uint8_t *frame = signed_frame(f->deu, t.bytes, t.len, &len);
     expect_pass(f, frame, len, DEU, &v);
     assert_int_equal(v.n_excluded, 3);
+    assert_int_equal(v.n_excluded_unknown_indicator, 1);
+    assert_int_equal(v.n_excluded_unit, 1);
+    assert_int_equal(v.n_excluded_future, 1);
     assert_false(v.excluded[0]);
     assert_true(v.excluded[1]);
     assert_true(v.excluded[2]);
@@ -731,11 +735,17 @@ static void test_excluded_measurements_named(void **state)
     struct agg_verdict *list[] = {&v};
     struct rsl_error err;
     uint64_t excluded = agg_ingest_counter(AGG_COUNT_EXCLUDED_MEASUREMENTS);
+    uint64_t by_reason[3] = {agg_ingest_counter(AGG_COUNT_EXCLUDED_UNKNOWN_INDICATOR),
+                             agg_ingest_counter(AGG_COUNT_EXCLUDED_UNIT),
+                             agg_ingest_counter(AGG_COUNT_EXCLUDED_FUTURE)};
     assert_int_equal(agg_ingest_store_batch(f->store, list, 1, &err), RSL_OK);
     assert_int_equal(v.status, RESILIENCE__V1__ACK__STATUS__ACCEPTED);
     assert_non_null(strstr(v.detail, "bogus.made_up_indicator"));
     agg_ingest_record(&v);
     assert_int_equal(agg_ingest_counter(AGG_COUNT_EXCLUDED_MEASUREMENTS), excluded + 3);
+    assert_int_equal(agg_ingest_counter(AGG_COUNT_EXCLUDED_UNKNOWN_INDICATOR), by_reason[0] + 1);
+    assert_int_equal(agg_ingest_counter(AGG_COUNT_EXCLUDED_UNIT), by_reason[1] + 1);
+    assert_int_equal(agg_ingest_counter(AGG_COUNT_EXCLUDED_FUTURE), by_reason[2] + 1);
     agg_verdict_clear(&v);
     free(frame);
     report_free(&t);
@@ -935,10 +945,13 @@ static void test_commit_failure_acks_nothing(void **state)
     assert_int_equal(v[0].status, RESILIENCE__V1__ACK__STATUS__RETRY_LATER);
     assert_int_equal(v[1].status, RESILIENCE__V1__ACK__STATUS__RETRY_LATER);
     assert_non_null(strstr(v[0].detail, "aggregator storage"));
+    assert_int_equal(v[0].reason, AGG_COUNT_RETRY_STORE_ERROR);
     assert_int_equal(v[2].status, RESILIENCE__V1__ACK__STATUS__REJECTED);
     uint64_t retries = agg_ingest_counter(AGG_COUNT_RETRY_LATER);
+    uint64_t store_errors = agg_ingest_counter(AGG_COUNT_RETRY_STORE_ERROR);
     agg_ingest_record(&v[0]);
     assert_int_equal(agg_ingest_counter(AGG_COUNT_RETRY_LATER), retries + 1);
+    assert_int_equal(agg_ingest_counter(AGG_COUNT_RETRY_STORE_ERROR), store_errors + 1);
     bool found = true;
     assert_int_equal(agg_store_lookup(f->store, DEU, 7, &found, NULL, NULL), RSL_OK);
     assert_false(found);
@@ -1293,6 +1306,227 @@ static void test_start_failure_keeps_store(void **state)
     agg_registry_holder_free(&holder);
 }
 
+/* ---- issue 4: the pipeline, its metrics, its configuration --------------- */
+
+/* Many reports in flight at once from one DEALER, through 2 verify workers
+ * and batches of at most 4: every one ACCEPTED (after its commit), the
+ * metrics move consistently, the clock offset is measured, and after stop
+ * nothing is left in flight. */
+static void test_pipeline_metrics_and_clock(void **state)
+{
+    struct fixture *f = *state;
+    struct rsl_error err;
+    struct agg_registry *reg = agg_registry_ref(f->reg);
+    struct agg_registry_holder *holder = NULL;
+    struct agg_ingest *ingest = NULL;
+    enum { N = 40 };
+    assert_int_equal(agg_registry_holder_new(&reg, &holder), RSL_OK);
+    open_store(f);
+    f->cfg->ingest_workers = 2;
+    f->cfg->ingest_batch_max = 4;
+    f->cfg->ingest_max_queue = 1000;
+    struct agg_histogram_snapshot lat0, batch0;
+    agg_ingest_histogram(AGG_HIST_ACK_LATENCY, &lat0);
+    agg_ingest_histogram(AGG_HIST_BATCH_REPORTS, &batch0);
+    uint64_t accepted0 = agg_ingest_counter(AGG_COUNT_ACCEPTED);
+    uint64_t commits0 = agg_ingest_counter(AGG_COUNT_COMMITS);
+    if (agg_ingest_start(f->cfg, holder, &f->store, &ingest, &err) != RSL_OK)
+        fail_msg("%s", err.text);
+    struct agg_ingest_gauges g;
+    agg_ingest_gauges(&g);
+    assert_int_equal(g.workers, 2);
+    assert_int_equal(g.max_queue, 1000);
+
+    void *ctx = zmq_ctx_new();
+    void *deu = client_new(ctx, f, f->deu_curve_pub, f->deu_curve_sec);
+    assert_int_equal(zmq_connect(deu, f->endpoint), 0);
+    int64_t now = rsl_now_ms();
+    const struct spec m = {"energy.oil_stock_days", 95.0, "days", now - 1000};
+    for (int i = 0; i < N; i++) {
+        struct test_report t;
+        size_t len;
+        report_make(&t, DEU, "DEU", (uint64_t)i + 1, now - 500, &m, 1);
+        uint8_t *frame = signed_frame(f->deu, t.bytes, t.len, &len);
+        assert_int_equal(zmq_send(deu, frame, len, 0), (int)len);
+        free(frame);
+        report_free(&t);
+    }
+    bool seen[N + 1] = {false};
+    for (int i = 0; i < N; i++) {
+        uint8_t buf[4096];
+        rsl_ack *ack = NULL;
+        int n = zmq_recv(deu, buf, sizeof(buf), 0);
+        if (n < 0)
+            fail_msg("ack %d of %d missing: %s", i + 1, N, zmq_strerror(errno));
+        assert_int_equal(rsl_ack_decode(buf, (size_t)n, sizeof(buf), &ack, NULL), RSL_OK);
+        if (ack->status != RESILIENCE__V1__ACK__STATUS__ACCEPTED)
+            fail_msg("report %llu: %s %s", (unsigned long long)ack->sequence,
+                     rsl_ack_status_name(ack->status), ack->detail);
+        assert_true(ack->sequence >= 1 && ack->sequence <= N && !seen[ack->sequence]);
+        seen[ack->sequence] = true;
+        rsl_ack_free(&ack);
+    }
+
+    /* Metrics, while it still runs. */
+    struct agg_histogram_snapshot lat, batch;
+    agg_ingest_histogram(AGG_HIST_ACK_LATENCY, &lat);
+    agg_ingest_histogram(AGG_HIST_BATCH_REPORTS, &batch);
+    assert_int_equal(agg_ingest_counter(AGG_COUNT_ACCEPTED), accepted0 + N);
+    assert_true(lat.count >= lat0.count + N);
+    uint64_t commits = agg_ingest_counter(AGG_COUNT_COMMITS) - commits0;
+    assert_true(commits >= N / 4); /* batch_max 4 */
+    assert_int_equal(batch.count - batch0.count, commits);
+    /* No batch above batch_max: the "<= 4" bucket holds them all. */
+    assert_true(batch.upper_bounds[2] == 4.0);
+    assert_int_equal(batch.cumulative[2] - batch0.cumulative[2], commits);
+    for (size_t i = 1; i < lat.n_buckets; i++)
+        assert_true(lat.cumulative[i] >= lat.cumulative[i - 1]);
+    assert_true(lat.count >= lat.cumulative[lat.n_buckets - 1]);
+
+    struct agg_agent_clock *clocks = NULL;
+    size_t n_clocks = 0;
+    assert_int_equal(agg_ingest_clock_offsets(&clocks, &n_clocks), RSL_OK);
+    const struct agg_agent_clock *mine = NULL;
+    for (size_t i = 0; i < n_clocks; i++)
+        if (strcmp(clocks[i].agent_id, DEU) == 0)
+            mine = &clocks[i];
+    assert_non_null(mine);
+    assert_string_equal(mine->nation, "DEU");
+    /* created 500 ms before "now", received a little after it. */
+    assert_true(mine->offset_ms <= -500 && mine->offset_ms > -500 - HANG_GUARD_MS);
+    free(clocks);
+
+    char *text = NULL;
+    size_t text_len = 0;
+    assert_int_equal(agg_ingest_metrics_text(&text, &text_len), RSL_OK);
+    assert_int_equal(strlen(text), text_len);
+    static const char *const wanted[] = {
+        "# TYPE resilience_reports_accepted_total counter\n",
+        "resilience_reports_rejected_total{reason=\"bad_signature\"} ",
+        "resilience_reports_rejected_total{reason=\"equivocation\"} ",
+        "resilience_reports_retry_later_total{reason=\"queue_full\"} ",
+        "resilience_measurements_excluded_total{reason=\"unit_mismatch\"} ",
+        "resilience_ingest_queue_depth{stage=\"verify\"} ",
+        "resilience_ingest_queue_limit 1000\n",
+        "resilience_ingest_workers 2\n",
+        "# TYPE resilience_ingest_ack_latency_seconds histogram\n",
+        "resilience_ingest_ack_latency_seconds_bucket{le=\"+Inf\"} ",
+        "resilience_ingest_batch_reports_bucket{le=\"4\"} ",
+        "resilience_registry_reloads_total{result=\"failed\"} ",
+        "resilience_agent_clock_offset_seconds{agent=\"" DEU "\",nation=\"DEU\"} -",
+    };
+    for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
+        if (strstr(text, wanted[i]) == NULL)
+            fail_msg("metrics lack '%s':\n%s", wanted[i], text);
+    /* Every sample line belongs to a family announced by a TYPE line. */
+    for (char *line = text; *line != '\0';) {
+        char *end = strchr(line, '\n');
+        assert_non_null(end);
+        if (line[0] != '#') {
+            char name[128];
+            size_t k = 0;
+            while (line[k] != '{' && line[k] != ' ' && k < sizeof(name) - 1) {
+                name[k] = line[k];
+                k++;
+            }
+            name[k] = '\0';
+            char *suffix = strstr(name, "_bucket");
+            if (suffix == NULL)
+                suffix = strstr(name, "_count");
+            if (suffix == NULL && strstr(name, "_sum") == name + strlen(name) - 4)
+                suffix = name + strlen(name) - 4;
+            if (suffix != NULL && strstr(name, "_seconds") != NULL && suffix > name)
+                *suffix = '\0';
+            if (suffix != NULL && strstr(name, "batch_reports") != NULL)
+                *suffix = '\0';
+            char type[160];
+            snprintf(type, sizeof(type), "# TYPE %s ", name);
+            if (strstr(text, type) == NULL)
+                fail_msg("sample without TYPE: %.*s", (int)(end - line), line);
+        }
+        line = end + 1;
+    }
+    free(text);
+
+    void *socks[] = {deu};
+    close_all(socks, 1);
+    zmq_ctx_term(ctx);
+    agg_ingest_stop(&ingest);
+    agg_registry_holder_free(&holder);
+    agg_ingest_gauges(&g);
+    assert_int_equal(g.in_flight, 0);
+    assert_int_equal(g.verify_queue, 0);
+    assert_int_equal(g.store_queue, 0);
+    assert_int_equal(g.workers, 0);
+
+    struct agg_store *ro = NULL;
+    struct agg_store_stats stats;
+    assert_int_equal(agg_store_open(f->store_path, true, &ro, &err), RSL_OK);
+    assert_int_equal(agg_store_stats(ro, &stats, NULL), RSL_OK);
+    assert_int_equal(stats.reports, N);
+    agg_store_close(&ro);
+}
+
+static int load_config_text(struct fixture *f, const char *ingest_keys, struct agg_config **cfg,
+                            struct rsl_error *err)
+{
+    char text[2048];
+    char path[192];
+    snprintf(text, sizeof(text),
+             "[ingest]\nkeys = agg\nregistry = agents.conf\n%s\n"
+             "[store]\npath = store.db\n"
+             "[https]\ncert = tls/server.crt\nkey = tls/server.key\n"
+             "[taxonomy]\npath = " RSL_SHARE_DIR "/indicators.csv\n",
+             ingest_keys);
+    snprintf(path, sizeof(path), "%s/pipeline.conf", f->dir);
+    write_file(path, text);
+    rsl_error_clear(err);
+    return agg_config_load(path, cfg, err);
+}
+
+/* [ingest] workers, max_queue, batch_max: defaults, values, bad values
+ * named with their line. */
+static void test_config_pipeline_keys(void **state)
+{
+    struct fixture *f = *state;
+    struct agg_config *cfg = NULL;
+    struct rsl_error err;
+    assert_int_equal(load_config_text(f, "", &cfg, &err), RSL_OK);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->ingest_workers, cores < 1 ? 1 : cores > 64 ? 64 : (int)cores);
+    assert_int_equal(cfg->ingest_max_queue, 10000);
+    assert_int_equal(cfg->ingest_batch_max, 512);
+    agg_config_free(&cfg);
+
+    assert_int_equal(load_config_text(f, "workers = 3\nmax_queue = 5\nbatch_max = 7", &cfg, &err),
+                     RSL_OK);
+    assert_int_equal(cfg->ingest_workers, 3);
+    assert_int_equal(cfg->ingest_max_queue, 5);
+    assert_int_equal(cfg->ingest_batch_max, 7);
+    agg_config_free(&cfg);
+
+    static const struct {
+        const char *keys;
+        const char *message;
+    } bad[] = {
+        {"workers = 0", "pipeline.conf:4: workers: '0' is not a number 1..64"},
+        {"workers = 65", "workers: '65' is not a number 1..64"},
+        {"workers = two", "workers: 'two' is not a number"},
+        {"max_queue = 0", "max_queue: '0' is not a number 1..1000000"},
+        {"max_queue = 1000001", "max_queue"},
+        {"batch_max = 10001", "batch_max: '10001' is not a number 1..10000"},
+        {"batch_max = -1", "batch_max"},
+        {"workers = 2\nworkers = 3", "pipeline.conf:5: duplicate key 'workers'"},
+        {"worker = 2", "unknown key 'worker' in [ingest]"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(load_config_text(f, bad[i].keys, &cfg, &err), RSL_ECONFIG);
+        assert_null(cfg);
+        if (strstr(err.text, bad[i].message) == NULL)
+            fail_msg("'%s': got '%s', want '%s'", bad[i].keys, err.text, bad[i].message);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1316,6 +1550,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_router_waits_for_slow_zap_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_failure_keeps_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_metrics_and_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_pipeline_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,11 @@
  * test_store.c - the SQLite store (aggregator/store.h) on real files in a
  * fresh mkdtemp folder: append, duplicate, equivocation, the incrementally
  * kept current table versus history queries at past times, rollback,
- * read-only handles, persistence and refusal of corrupt files.
+ * read-only handles, persistence and refusal of corrupt files; and (issue 4)
+ * the agents table written in the report's transaction (last sequence,
+ * clock offset), the upgrade of a version 1 store, the audit walk
+ * (agg_store_reports) and the check of `current` against history on a
+ * store tampered with through SQLite directly.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +23,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "rsl/codec.h"
 #include "rsl/util.h"
@@ -698,6 +704,294 @@ static void test_open_missing_folder(void **state)
     assert_non_null(strstr(err.text, path));
 }
 
+/* ---- issue 4: agents table, upgrade, audit walk, current check ----------- */
+
+struct agent_rows {
+    char id[4][RSL_AGENT_ID_MAX + 1];
+    uint64_t last_sequence[4];
+    int64_t clock_offset_ms[4];
+    int64_t reports[4];
+    size_t n;
+};
+
+static int collect_agent(void *ctx, const struct agg_agent_row *row)
+{
+    struct agent_rows *a = ctx;
+    if (a->n >= 4)
+        return -1;
+    snprintf(a->id[a->n], sizeof(a->id[0]), "%s", row->agent_id);
+    a->last_sequence[a->n] = row->last_sequence;
+    a->clock_offset_ms[a->n] = row->clock_offset_ms;
+    a->reports[a->n] = row->reports;
+    a->n++;
+    return 0;
+}
+
+/* Run one SQL statement on the file behind the store's back (a tamperer,
+ * or an older version of the program). */
+static void sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        print_error("sql: %s: %s\n", sql, msg != NULL ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+static void test_agents_row_in_the_same_transaction(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 900, false}};
+    struct test_report t;
+    enum agg_append_result result;
+    struct agent_rows a;
+
+    /* created_at_ms is 1000 in every test report. */
+    append_one(f->store, "DEU-BMI-01", "DEU", 5, ms, 1, 1500, AGG_APPEND_INSERTED);
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
+    assert_int_equal(a.n, 1);
+    assert_string_equal(a.id[0], "DEU-BMI-01");
+    assert_int_equal(a.last_sequence[0], 5);
+    assert_int_equal(a.clock_offset_ms[0], 1000 - 1500);
+
+    /* An older sequence received later: last_sequence keeps the highest,
+     * the clock offset follows the latest receipt. */
+    append_one(f->store, "DEU-BMI-01", "DEU", 3, ms, 1, 900, AGG_APPEND_INSERTED);
+    append_one(f->store, "DEU-BMI-01", "DEU", 4, ms, 1, 2000, AGG_APPEND_INSERTED);
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
+    assert_int_equal(a.last_sequence[0], 5);
+    assert_int_equal(a.clock_offset_ms[0], 1000 - 2000);
+    assert_int_equal(a.reports[0], 3);
+
+    /* Rolled back with the report: the agents row is not ahead of it. */
+    report_build(&t, "DEU-BMI-01", "DEU", 9, ms, 1);
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 3000, &result), RSL_OK);
+    agg_store_rollback(f->store);
+    report_free(&t);
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
+    assert_int_equal(a.last_sequence[0], 5);
+    assert_int_equal(a.reports[0], 3);
+    assert_int_equal(a.clock_offset_ms[0], 1000 - 2000);
+}
+
+static void test_clock_offset_saturates(void **state)
+{
+    (void)state;
+    assert_int_equal(agg_clock_offset_ms(1000, 400), 600);
+    assert_int_equal(agg_clock_offset_ms(400, 1000), -600);
+    assert_true(agg_clock_offset_ms(INT64_MAX, -5) == INT64_MAX);
+    assert_true(agg_clock_offset_ms(INT64_MIN + 3, 10) == INT64_MIN);
+    assert_true(agg_clock_offset_ms(INT64_MAX, INT64_MIN) == INT64_MAX);
+    assert_true(agg_clock_offset_ms(INT64_MIN, INT64_MAX) == INT64_MIN);
+}
+
+/* A store as version 1 of the program left it: no clock_offset_ms. The
+ * writer upgrades it in place, keeping its data; a reader refuses it with
+ * a message saying what to do. */
+static void test_version_1_store_is_upgraded(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 900, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 1, 1500, AGG_APPEND_INSERTED);
+    agg_store_close(&f->store);
+    sql_exec(f->path, "BEGIN; CREATE TABLE agents_v1 (agent_id TEXT PRIMARY KEY, nation TEXT "
+                      "NOT NULL, last_sequence INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, "
+                      "reports INTEGER NOT NULL) WITHOUT ROWID; INSERT INTO agents_v1 SELECT "
+                      "agent_id, nation, last_sequence, last_seen_ms, reports FROM agents; "
+                      "DROP TABLE agents; ALTER TABLE agents_v1 RENAME TO agents; "
+                      "PRAGMA user_version = 1; COMMIT;");
+
+    struct rsl_error err;
+    struct agg_store *ro = NULL;
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, true, &ro, &err), RSL_ESTORE);
+    assert_null(ro);
+    assert_non_null(strstr(err.text, "start the aggregator once to upgrade it"));
+
+    open_store(f); /* the writer upgrades */
+    struct agent_rows a;
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.last_sequence[0], 1);
+    assert_int_equal(a.clock_offset_ms[0], 0); /* unknown before the upgrade */
+    append_one(f->store, "DEU-BMI-01", "DEU", 2, ms, 1, 1700, AGG_APPEND_INSERTED);
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
+    assert_int_equal(a.clock_offset_ms[0], 1000 - 1700);
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, true, &ro, &err), RSL_OK);
+    agg_store_close(&ro);
+
+    /* A version from the future is refused, by writer and reader. */
+    agg_store_close(&f->store);
+    sql_exec(f->path, "PRAGMA user_version = 99");
+    rsl_error_clear(&err);
+    assert_int_equal(agg_store_open(f->path, false, &f->store, &err), RSL_ESTORE);
+    assert_non_null(strstr(err.text, "schema version 99"));
+}
+
+/* What the audit walk hands out, copied. */
+struct walked {
+    size_t n;
+    int64_t ids[8];
+    uint64_t sequences[8];
+    size_t rows[8];
+    bool truncated[8];
+    double first_value[8];
+    size_t signed_len[8];
+    uint8_t signed_first[8];
+    size_t digest_len[8];
+    int stop_after;
+};
+
+static int walk_cb(void *ctx, const struct agg_stored_report *r)
+{
+    struct walked *w = ctx;
+    if (w->n >= 8)
+        return -1;
+    w->ids[w->n] = r->id;
+    w->sequences[w->n] = r->sequence;
+    w->rows[w->n] = r->n_measurements;
+    w->truncated[w->n] = r->measurements_truncated;
+    w->first_value[w->n] = r->n_measurements > 0 ? r->measurements[0].value : -1;
+    w->signed_len[w->n] = r->signed_len;
+    w->signed_first[w->n] = r->signed_len > 0 ? r->signed_bytes[0] : 0;
+    w->digest_len[w->n] = r->digest_len;
+    /* Strings must be whole and in order. */
+    for (size_t i = 0; i < r->n_measurements; i++) {
+        assert_int_equal(r->measurements[i].idx, (int64_t)i);
+        assert_string_equal(r->measurements[i].agent_id, r->agent_id);
+        assert_string_equal(r->measurements[i].nation, r->nation);
+        assert_string_equal(r->measurements[i].source, "test");
+    }
+    w->n++;
+    return w->stop_after > 0 && (int)w->n >= w->stop_after ? 42 : 0;
+}
+
+static void test_audit_walk(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement two[] = {
+        {"energy.oil_stock_days", 90.0, "days", 900, false},
+        {"bogus.indicator", 1.0, "", 900, true},
+    };
+    const struct test_measurement one[] = {{"energy.oil_stock_days", 77.0, "days", 950, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, two, 2, 1500, AGG_APPEND_INSERTED);
+    append_one(f->store, "FRA-SGDSN-01", "FRA", 7, one, 1, 1600, AGG_APPEND_INSERTED);
+
+    struct walked w;
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(agg_store_reports(f->store, walk_cb, &w, NULL), RSL_OK);
+    assert_int_equal(w.n, 2);
+    assert_true(w.ids[0] < w.ids[1]);
+    assert_int_equal(w.sequences[0], 1);
+    assert_int_equal(w.rows[0], 2);     /* excluded measurements are walked too */
+    assert_int_equal(w.rows[1], 1);
+    assert_true(w.first_value[1] == 77.0);
+    assert_int_equal(w.signed_len[0], 64);
+    assert_int_equal(w.signed_first[0], 1); /* report_build: sequence & 0xff */
+    assert_int_equal(w.digest_len[0], 32);
+    assert_false(w.truncated[0]);
+
+    /* A non-zero return stops the walk and is returned. */
+    memset(&w, 0, sizeof(w));
+    w.stop_after = 1;
+    assert_int_equal(agg_store_reports(f->store, walk_cb, &w, NULL), 42);
+    assert_int_equal(w.n, 1);
+
+    /* Also on a read-only handle, as resilience-ctl audit uses it. */
+    struct agg_store *ro = NULL;
+    assert_int_equal(agg_store_open(f->path, true, &ro, NULL), RSL_OK);
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(agg_store_reports(ro, walk_cb, &w, NULL), RSL_OK);
+    assert_int_equal(w.n, 2);
+    agg_store_close(&ro);
+    assert_int_equal(agg_store_reports(NULL, walk_cb, &w, NULL), RSL_EINVAL);
+    assert_int_equal(agg_store_reports(f->store, NULL, &w, NULL), RSL_EINVAL);
+}
+
+struct problems {
+    size_t n;
+    char text[8][160];
+};
+
+static int problem_cb(void *ctx, const char *nation, const char *indicator, const char *problem)
+{
+    struct problems *p = ctx;
+    if (p->n < 8)
+        snprintf(p->text[p->n], sizeof(p->text[0]), "%s/%s: %s", nation, indicator, problem);
+    p->n++;
+    return 0;
+}
+
+static void check_current(struct fixture *f, struct problems *p)
+{
+    struct rsl_error err;
+    memset(p, 0, sizeof(*p));
+    rsl_error_clear(&err);
+    int rc = agg_store_check_current(f->store, problem_cb, p, &err);
+    if (rc != RSL_OK)
+        print_error("check_current: %s\n", err.text);
+    assert_int_equal(rc, RSL_OK);
+}
+
+static void test_check_current_finds_tampering(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement old[] = {{"energy.oil_stock_days", 90.0, "days", 900, false}};
+    const struct test_measurement new[] = {{"energy.oil_stock_days", 80.0, "days", 950, false}};
+    const struct test_measurement fra[] = {{"energy.oil_stock_days", 70.0, "days", 950, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, old, 1, 1500, AGG_APPEND_INSERTED);
+    append_one(f->store, "DEU-BMI-01", "DEU", 2, new, 1, 1600, AGG_APPEND_INSERTED);
+    append_one(f->store, "FRA-SGDSN-01", "FRA", 1, fra, 1, 1600, AGG_APPEND_INSERTED);
+    struct problems p;
+    check_current(f, &p);
+    assert_int_equal(p.n, 0);
+    agg_store_close(&f->store);
+
+    /* The present pointed back at the older observation. */
+    sql_exec(f->path, "UPDATE current SET measurement_id = 1, value = 90.0, observed_at_ms = "
+                      "900, received_at_ms = 1500 WHERE nation = 'DEU'");
+    open_store(f);
+    check_current(f, &p);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.text[0], "DEU/energy.oil_stock_days: a later observation exists");
+    agg_store_close(&f->store);
+
+    /* A value changed in `current` only; a pair missing from it. */
+    sql_exec(f->path, "UPDATE current SET measurement_id = 2, value = 1000, observed_at_ms = 950, "
+                      "received_at_ms = 1600 WHERE nation = 'DEU'; "
+                      "DELETE FROM current WHERE nation = 'FRA'");
+    open_store(f);
+    check_current(f, &p);
+    assert_int_equal(p.n, 2);
+    assert_string_equal(p.text[0], "DEU/energy.oil_stock_days: differs from its measurement row");
+    assert_string_equal(p.text[1],
+                        "FRA/energy.oil_stock_days: aggregated observations but no current row");
+    agg_store_close(&f->store);
+
+    /* The measurement behind a current row removed. */
+    sql_exec(f->path, "PRAGMA foreign_keys = OFF; UPDATE current SET value = 80.0 WHERE "
+                      "nation = 'DEU'; DELETE FROM measurements WHERE id = 2");
+    open_store(f);
+    check_current(f, &p);
+    assert_true(p.n >= 1);
+    assert_string_equal(p.text[0], "DEU/energy.oil_stock_days: its measurement row is missing");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -713,6 +1007,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_header_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_missing_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agents_row_in_the_same_transaction, setup, teardown),
+        cmocka_unit_test(test_clock_offset_saturates),
+        cmocka_unit_test_setup_teardown(test_version_1_store_is_upgraded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_current_finds_tampering, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
