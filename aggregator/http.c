@@ -1,32 +1,50 @@
 /*
- * http.c - the aggregator's HTTPS API: libevent evhttp over
- * bufferevent_openssl (ARCHITECTURE sections 6 and 10).
+ * http.c - the aggregator's HTTPS transport: libevent evhttp over
+ * bufferevent_openssl (ARCHITECTURE sections 6 and 10). What each route
+ * answers is decided in api.c; this file owns sockets, TLS, threads,
+ * credentials and the limits that keep slow or hostile clients from
+ * holding the server.
  *
  * Threads. agg_http_start binds ONE listening socket and gives it to
  * `threads` workers. Each worker owns an event_base, an evhttp, an
- * evconnlistener on the shared socket, a read-only store handle and an
- * eventfd used only to wake it for shutdown. Nothing mutable is shared
- * between workers: the configuration and the SSL_CTX are read-only after
- * start (OpenSSL locks what it needs inside SSL_new), so no request path
- * takes a lock of ours. libevent threading support is not needed either,
- * because no event_base is ever touched by two threads at once: the main
- * thread builds each base before the worker starts and frees it after the
- * worker has been joined; shutdown goes through the eventfd, not through
- * cross-thread libevent calls.
+ * evconnlistener on the shared socket, a read-only store handle, its
+ * agg_api (routes + response cache) and an eventfd used only to wake it
+ * for shutdown. Nothing mutable is shared between workers except the
+ * request counters (relaxed atomics in agg_api_metrics): the configuration
+ * and the SSL_CTX are read-only after start (OpenSSL locks what it needs
+ * inside SSL_new), so no request path takes a lock of ours. No event_base
+ * is ever touched by two threads at once: the main thread builds each
+ * base before the worker starts and frees it after the worker has been
+ * joined; shutdown goes through the eventfd.
  *
  * Latency. TCP_NODELAY is set on the listening socket; Linux copies it to
- * every accepted socket. Without it evhttp's separate header and body writes
- * meet Nagle + delayed ACK and every response stalls ~40 ms (section 10).
+ * every accepted socket. Without it evhttp's separate header and body
+ * writes meet Nagle + delayed ACK and every response stalls ~40 ms.
  *
- * Requests. Only GET and HEAD are served (others: 405); the route is matched
- * first (404), then the bearer token (401/403), then the query string
- * (400: strict, unknown parameters rejected), so callers without a token
- * learn nothing from parameter errors. Every response, errors included, is
- * JSON with Cache-Control: no-store and Strict-Transport-Security.
+ * TLS. 1.2 and 1.3 only; for 1.2 the Mozilla "intermediate" suites (ECDHE
+ * with AES-GCM or ChaCha20-Poly1305), for 1.3 OpenSSL's defaults (the same
+ * families); groups X25519, P-256, P-384; no renegotiation, no
+ * compression. With [https] client_ca the server asks for (but does not
+ * require) a client certificate: a browser or script may sign in with one
+ * instead of a bearer token. The handshake accepts any certificate; only a
+ * chain that verified against client_ca AND whose subject (RFC 2253) is
+ * configured in a [client NAME] section becomes a principal, so a wrong
+ * certificate yields a clear 401 instead of an opaque handshake failure.
  *
- * Tokens. The configuration holds SHA-256 digests of bearer tokens; a
- * presented token is hashed and compared against every configured digest in
- * constant time (agg_config_token_find), and the copies are zeroed.
+ * Credentials. An Authorization header, if present, decides alone (a bad
+ * token is a 401 even with a good certificate: the caller said who it is).
+ * Tokens are hashed and compared against every configured digest in
+ * constant time (agg_config_token_find). The certificate's principal is
+ * worked out once per connection and kept with the connection guard.
+ *
+ * Limits. Headers at most 8 KiB, bodies 1 KiB (every route is a GET),
+ * evhttp's per-read timeout for idle peers, and a connection guard: a
+ * per-connection timer started at accept. A connection must complete the
+ * TLS handshake and its first request within HTTP_REQUEST_DEADLINE_SECONDS
+ * of being accepted, and each further request within the same time of the
+ * previous one; otherwise its socket is shut down. evhttp's own timeout
+ * restarts with every byte read, so without the guard a client sending one
+ * header byte a second would hold a connection forever (slowloris).
  */
 #include "http.h"
 
@@ -53,16 +71,17 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
-#include <jansson.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include "api.h"
 #include "config.h"
 #include "rsl/keys.h"
 #include "rsl/log.h"
 #include "rsl/util.h"
 #include "store.h"
-#include "summary.h"
 
 #define LOG_MODULE "https"
 
@@ -70,11 +89,11 @@
 #define HTTP_MAX_HEADERS_BYTES (8 * 1024)
 #define HTTP_MAX_BODY_BYTES 1024
 #define HTTP_TIMEOUT_SECONDS 10
-#define HTTP_MAX_QUERY_BYTES 1024
-#define HTTP_MAX_PARAM_VALUE 128
+#ifndef HTTP_REQUEST_DEADLINE_SECONDS /* overridable for experiments only */
+#define HTTP_REQUEST_DEADLINE_SECONDS 10
+#endif
 #define HTTP_MAX_TOKEN_BYTES 1024
 #define HTTP_LISTEN_BACKLOG 1024
-#define HTTP_MAX_TIME_MS INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
 
 /* Mozilla "intermediate" TLS 1.2 suites with forward secrecy and AEAD only;
  * TLS 1.3 keeps OpenSSL's default suites (all of them AEAD). */
@@ -82,8 +101,11 @@
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                  \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                  \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define HTTP_TLS_GROUPS "X25519:P-256:P-384"
+#define HTTP_SESSION_ID_CONTEXT "resilience-aggregator"
 
 struct agg_http;
+struct conn_guard;
 
 struct http_worker {
     struct agg_http *server;        /* back pointer, borrowed */
@@ -93,6 +115,8 @@ struct http_worker {
     struct event *wake_event;       /* reads wake_fd, breaks the loop */
     int wake_fd;                    /* eventfd, -1 when not created */
     struct agg_store *store;        /* read-only, used by this worker only */
+    struct agg_api *api;            /* routes and cache of this worker */
+    struct conn_guard *guards;      /* every live guard of this worker (list) */
     pthread_t thread;
     bool running;                   /* thread created and not yet joined */
 };
@@ -102,9 +126,94 @@ struct agg_http {
     SSL_CTX *ssl_ctx;
     int listen_fd;
     int port;
+    struct agg_api_metrics *metrics;
     struct http_worker *workers;
     size_t n_workers;
 };
+
+/* ---- connection guard ------------------------------------------------ */
+
+/* One per accepted connection, owned by its worker (list `guards`). The
+ * connection's SSL points to it (ex_data); when OpenSSL frees the SSL,
+ * i.e. when libevent has closed the connection, the free callback only
+ * clears `ssl`, and the guard's own timer frees the guard on its next
+ * firing. So the guard never dangles whichever side goes first, and it
+ * needs no hook into libevent's private connection object. */
+struct conn_guard {
+    struct http_worker *worker;
+    struct event *timer;
+    SSL *ssl;                        /* NULL once the connection is gone */
+    bool cut;                        /* deadline passed, socket shut down */
+    bool cert_resolved;              /* cert_state/client computed */
+    enum agg_auth_state cert_state;  /* NONE, BAD_CERT or OK */
+    const struct agg_client *client; /* AGG_AUTH_OK: the [client] entry */
+    struct conn_guard *prev;
+    struct conn_guard *next;
+};
+
+static int guard_ex_index = -1;
+static pthread_once_t guard_ex_once = PTHREAD_ONCE_INIT;
+
+static void guard_ssl_freed(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                            void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    struct conn_guard *g = ptr;
+    if (g != NULL)
+        g->ssl = NULL;
+}
+
+static void guard_ex_init(void)
+{
+    guard_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, guard_ssl_freed);
+}
+
+static void guard_unlink_free(struct conn_guard *g)
+{
+    struct http_worker *w = g->worker;
+    if (g->prev != NULL)
+        g->prev->next = g->next;
+    else
+        w->guards = g->next;
+    if (g->next != NULL)
+        g->next->prev = g->prev;
+    if (g->timer != NULL)
+        event_free(g->timer);
+    free(g);
+}
+
+static void guard_arm(struct conn_guard *g, int seconds)
+{
+    struct timeval tv = {.tv_sec = seconds, .tv_usec = 0};
+    evtimer_add(g->timer, &tv);
+}
+
+static void guard_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn_guard *g = arg;
+    if (g->ssl == NULL) {
+        guard_unlink_free(g); /* the connection is gone: collect */
+        return;
+    }
+    if (!g->cut) {
+        /* Shut the socket down rather than free libevent's objects from
+         * here: libevent sees end-of-file, fails the connection through its
+         * own path and frees it (and the SSL) itself. */
+        int sock = SSL_get_fd(g->ssl);
+        RSL_DEBUG(LOG_MODULE, "worker %zu: closing a connection without a complete request "
+                  "within %d s", g->worker->index, HTTP_REQUEST_DEADLINE_SECONDS);
+        if (sock >= 0)
+            shutdown(sock, SHUT_RDWR);
+        g->cut = true;
+    }
+    guard_arm(g, 1); /* look again until the SSL has been freed */
+}
 
 /* ---- TLS ------------------------------------------------------------ */
 
@@ -118,6 +227,37 @@ static void ssl_error_text(char *out, size_t outlen)
     else
         ERR_error_string_n(e, out, outlen);
     ERR_clear_error();
+}
+
+/* Accept any client certificate during the handshake; the request path
+ * reads SSL_get_verify_result and refuses unverified ones with a 401. */
+static int verify_accept_cb(int preverify_ok, X509_STORE_CTX *ctx)
+{
+    (void)preverify_ok;
+    (void)ctx;
+    return 1;
+}
+
+static int tls_client_ca(const struct agg_config *cfg, SSL_CTX *ctx, struct rsl_error *err)
+{
+    char text[256];
+    if (SSL_CTX_load_verify_locations(ctx, cfg->https_client_ca, NULL) != 1) {
+        ssl_error_text(text, sizeof(text));
+        return rsl_error_set(err, RSL_ECRYPTO, "https: client_ca %s: cannot load: %s",
+                             cfg->https_client_ca, text);
+    }
+    /* The CA names sent in the CertificateRequest let a browser offer only
+     * the certificates this server can accept. */
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->https_client_ca);
+    if (names == NULL) {
+        ssl_error_text(text, sizeof(text));
+        return rsl_error_set(err, RSL_ECRYPTO, "https: client_ca %s: no certificates: %s",
+                             cfg->https_client_ca, text);
+    }
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes ownership */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_accept_cb);
+    SSL_CTX_set_verify_depth(ctx, 4);
+    return RSL_OK;
 }
 
 static int tls_context_new(const struct agg_config *cfg, SSL_CTX **out, struct rsl_error *err)
@@ -141,17 +281,26 @@ static int tls_context_new(const struct agg_config *cfg, SSL_CTX **out, struct r
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_set_cipher_list(ctx, HTTP_TLS12_CIPHERS) != 1) {
+        SSL_CTX_set_cipher_list(ctx, HTTP_TLS12_CIPHERS) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, HTTP_TLS_GROUPS) != 1) {
         ssl_error_text(text, sizeof(text));
         rsl_error_set(err, rc, "https: TLS settings: %s", text);
         goto out;
     }
     /* Mozilla intermediate: let the client pick among our (all strong)
-     * suites, since it knows whether it has AES hardware. No renegotiation,
-     * no compression. */
+     * suites, since it knows whether it has AES hardware. No renegotiation
+     * (a client certificate cannot change mid-connection), no compression. */
     SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Not SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the 16 KiB
+     * record buffers around every read and write, which costs more in
+     * malloc than the memory it saves on a keep-alive connection. */
+    /* No SSL_CTX_set_read_ahead: it would save a read() per record, but
+     * bytes OpenSSL reads ahead are invisible to libevent 2.1, which then
+     * waits on the socket for a request that is already in memory. */
+    /* Session resumption with client certificates needs a context id. */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)HTTP_SESSION_ID_CONTEXT,
+                                   sizeof(HTTP_SESSION_ID_CONTEXT) - 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->https_cert) != 1) {
         ssl_error_text(text, sizeof(text));
         rsl_error_set(err, rc, "https: %s: cannot load certificate chain: %s", cfg->https_cert,
@@ -169,6 +318,8 @@ static int tls_context_new(const struct agg_config *cfg, SSL_CTX **out, struct r
                       cfg->https_cert, text);
         goto out;
     }
+    if (cfg->https_client_ca[0] != '\0' && (rc = tls_client_ca(cfg, ctx, err)) != RSL_OK)
+        goto out;
     *out = ctx;
     ctx = NULL; /* transferred */
     rc = RSL_OK;
@@ -177,32 +328,55 @@ out:
     return rc;
 }
 
-/* evhttp asks for a bufferevent per accepted connection. Returning NULL
- * would make libevent 2.1 fall back to a PLAIN socket bufferevent, so the
- * request handler also refuses any connection that is not TLS (see
- * connection_is_tls). */
+/* evhttp asks for a bufferevent per accepted connection: a TLS one with
+ * its guard. Returning NULL would make libevent 2.1 fall back to a PLAIN
+ * socket bufferevent, so the request handler also refuses any connection
+ * that is not TLS (see connection_guard). */
 static struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg)
 {
     struct http_worker *w = arg;
-    SSL *ssl = SSL_new(w->server->ssl_ctx);
-    if (ssl == NULL) {
-        ERR_clear_error();
+    SSL *ssl = NULL;
+    struct conn_guard *g = calloc(1, sizeof(*g));
+    if (g == NULL)
         return NULL;
-    }
-    struct bufferevent *bev =
-        bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    g->worker = w;
+    g->timer = evtimer_new(base, guard_timeout_cb, g);
+    ssl = SSL_new(w->server->ssl_ctx);
+    if (g->timer == NULL || ssl == NULL)
+        goto fail;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl,
+                                                             BUFFEREVENT_SSL_ACCEPTING,
+                                                             BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL)
-        SSL_free(ssl); /* not taken over on failure */
+        goto fail; /* the SSL was not taken over */
+    /* From here the SSL belongs to the bufferevent. */
+    g->ssl = ssl;
+    SSL_set_ex_data(ssl, guard_ex_index, g);
+    g->next = w->guards;
+    if (w->guards != NULL)
+        w->guards->prev = g;
+    w->guards = g;
+    guard_arm(g, HTTP_REQUEST_DEADLINE_SECONDS);
     return bev;
+fail:
+    ERR_clear_error();
+    SSL_free(ssl);
+    if (g->timer != NULL)
+        event_free(g->timer);
+    free(g);
+    return NULL;
 }
 
-static bool connection_is_tls(struct evhttp_request *req)
+/* The guard of a request's connection, NULL if it is not one of our TLS
+ * connections. */
+static struct conn_guard *connection_guard(struct evhttp_request *req)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
     if (conn == NULL)
-        return false;
+        return NULL;
     struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
-    return bev != NULL && bufferevent_openssl_get_ssl(bev) != NULL;
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+    return ssl != NULL ? SSL_get_ex_data(ssl, guard_ex_index) : NULL;
 }
 
 /* ---- listening socket ----------------------------------------------- */
@@ -275,180 +449,7 @@ out:
     return rc;
 }
 
-/* ---- responses ------------------------------------------------------ */
-
-static void add_common_headers(struct evhttp_request *req)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_add_header(h, "Strict-Transport-Security", "max-age=31536000");
-    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
-}
-
-static const char *reason_phrase(int code)
-{
-    switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Error";
-    }
-}
-
-/* Send `doc` (consumed) with status `code`. A document that cannot be
- * serialized becomes a bare 500 so the client is never left hanging. */
-static void send_json(struct evhttp_request *req, int code, json_t *doc)
-{
-    char *text = doc != NULL ? json_dumps(doc, JSON_REAL_PRECISION(15)) : NULL;
-    json_decref(doc);
-    static const char oom[] = "{\"error\":\"internal\",\"detail\":\"out of memory\"}";
-    const char *payload = text != NULL ? text : oom;
-    size_t len = strlen(payload);
-    if (text == NULL)
-        code = 500;
-    add_common_headers(req);
-    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-        /* libevent 2.1 would send a body queued for HEAD after the headers
-         * (a protocol error on keep-alive connections), so HEAD gets only
-         * the length the GET body would have. */
-        char length[32];
-        snprintf(length, sizeof(length), "%zu", len + 1);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", length);
-    } else {
-        struct evbuffer *body = evhttp_request_get_output_buffer(req);
-        evbuffer_add(body, payload, len);
-        evbuffer_add(body, "\n", 1);
-    }
-    free(text);
-    evhttp_send_reply(req, code, reason_phrase(code), NULL);
-}
-
-static void send_error(struct evhttp_request *req, int code, const char *error,
-                       const char *detail)
-{
-    send_json(req, code, json_pack("{s:s,s:s}", "error", error, "detail", detail));
-}
-
-/* ---- query strings -------------------------------------------------- */
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode src[0..len) into out (NUL-terminated). '+' stays '+': the
- * query is RFC 3986, not a form, so "at=...+01:00" means what it says.
- * Rejects bad escapes, control characters and NUL, and over-long values. */
-static int percent_decode(const char *src, size_t len, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)src[i];
-        if (c == '%') {
-            if (i + 2 >= len)
-                return -1;
-            int hi = hex_value(src[i + 1]);
-            int lo = hex_value(src[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (c < 0x20 || c == 0x7f)
-            return -1;
-        if (o + 1 >= outlen)
-            return -1;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-/* The parameters a route accepts; values are decoded into `value`. */
-struct query_param {
-    const char *name;
-    bool present;
-    char value[HTTP_MAX_PARAM_VALUE + 1];
-};
-
-/* Parse `query` (may be NULL or "") strictly: every parameter must be one
- * of `params`, given at most once, with a non-empty value. On error writes
- * a detail for the 400 response and returns -1. */
-static int query_parse(const char *query, struct query_param *params, size_t n_params,
-                       char *detail, size_t detaillen)
-{
-    if (query == NULL || query[0] == '\0')
-        return 0;
-    size_t qlen = strlen(query);
-    if (qlen > HTTP_MAX_QUERY_BYTES) {
-        snprintf(detail, detaillen, "query string longer than %d bytes", HTTP_MAX_QUERY_BYTES);
-        return -1;
-    }
-    const char *p = query;
-    while (*p != '\0') {
-        const char *end = strchr(p, '&');
-        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-        char name[64];
-        if (len == 0) {
-            snprintf(detail, detaillen, "empty query parameter");
-            return -1;
-        }
-        size_t name_len = eq != NULL ? (size_t)(eq - p) : len;
-        if (percent_decode(p, name_len, name, sizeof(name)) != 0) {
-            snprintf(detail, detaillen, "malformed query parameter name");
-            return -1;
-        }
-        struct query_param *param = NULL;
-        for (size_t i = 0; i < n_params; i++)
-            if (strcmp(params[i].name, name) == 0)
-                param = &params[i];
-        if (param == NULL) {
-            snprintf(detail, detaillen, "unknown query parameter '%s'", name);
-            return -1;
-        }
-        if (param->present) {
-            snprintf(detail, detaillen, "query parameter '%s' given more than once", name);
-            return -1;
-        }
-        size_t value_len = eq != NULL ? len - name_len - 1 : 0;
-        if (eq == NULL || value_len == 0) {
-            snprintf(detail, detaillen, "query parameter '%s' needs a value", name);
-            return -1;
-        }
-        if (percent_decode(eq + 1, value_len, param->value, sizeof(param->value)) != 0) {
-            snprintf(detail, detaillen, "query parameter '%s': malformed or longer than %d bytes",
-                     name, HTTP_MAX_PARAM_VALUE);
-            return -1;
-        }
-        param->present = true;
-        p += len;
-        if (*p == '&') {
-            p++;
-            if (*p == '\0') {
-                snprintf(detail, detaillen, "empty query parameter");
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* ---- authentication ------------------------------------------------- */
-
-enum auth_result { AUTH_OK, AUTH_MISSING, AUTH_INVALID };
+/* ---- credentials ---------------------------------------------------- */
 
 static bool b64token_char(char c)
 {
@@ -456,15 +457,24 @@ static bool b64token_char(char c)
            c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=';
 }
 
-/* RFC 6750 section 2.1: "Bearer" (case-insensitive), spaces, b64token. */
-static enum auth_result authenticate(const struct agg_config *cfg, struct evhttp_request *req,
-                                     const struct agg_token **token)
+static void principal_from_token(struct agg_principal *pr, const struct agg_token *t)
+{
+    pr->state = AGG_AUTH_OK;
+    pr->role = t->role;
+    pr->name = t->name;
+    pr->nation = t->nation;
+    pr->partner = t->partner;
+    pr->via_certificate = false;
+}
+
+/* RFC 6750 section 2.1: "Bearer" (case-insensitive), spaces, b64token.
+ * Returns true if an Authorization header was present (and so decided). */
+static bool authenticate_token(const struct agg_config *cfg, struct evhttp_request *req,
+                               struct agg_principal *pr)
 {
     struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
     const char *value = NULL;
     int count = 0;
-
-    *token = NULL;
     for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next) {
         if (strcasecmp(h->key, "Authorization") == 0) {
             value = h->value;
@@ -472,194 +482,118 @@ static enum auth_result authenticate(const struct agg_config *cfg, struct evhttp
         }
     }
     if (count == 0)
-        return AUTH_MISSING;
+        return false;
+    pr->state = AGG_AUTH_BAD_TOKEN;
     if (count > 1 || strncasecmp(value, "Bearer ", 7) != 0)
-        return AUTH_INVALID;
+        return true;
     const char *t = value + 7;
     while (*t == ' ')
         t++;
     size_t len = strlen(t);
     if (len == 0 || len > HTTP_MAX_TOKEN_BYTES)
-        return AUTH_INVALID;
+        return true;
     for (size_t i = 0; i < len; i++)
         if (!b64token_char(t[i]))
-            return AUTH_INVALID;
+            return true;
     uint8_t digest[32];
     rsl_sha256(t, len, digest);
-    *token = agg_config_token_find(cfg, digest);
+    const struct agg_token *token = agg_config_token_find(cfg, digest);
     rsl_secure_zero(digest, sizeof(digest));
-    return *token != NULL ? AUTH_OK : AUTH_INVALID;
-}
-
-static void send_unauthorized(struct evhttp_request *req, enum auth_result why)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    if (why == AUTH_MISSING) {
-        evhttp_add_header(h, "WWW-Authenticate", "Bearer realm=\"resilience\"");
-        send_error(req, 401, "unauthorized", "an Authorization: Bearer token is required");
-    } else {
-        evhttp_add_header(h, "WWW-Authenticate", "Bearer realm=\"resilience\", error=\"invalid_token\"");
-        send_error(req, 401, "unauthorized", "the bearer token is not valid");
-    }
-}
-
-/* ---- routes --------------------------------------------------------- */
-
-/* Parse the optional `at` parameter. *at_ms is the query time T; *store_at
- * is what agg_store_latest gets: -1 (the incrementally kept present) when
- * no `at` was given, else T. Returns 0, or -1 after sending a 400. */
-static int parse_at(struct evhttp_request *req, const struct query_param *at, int64_t *at_ms,
-                    int64_t *store_at)
-{
-    if (!at->present) {
-        *at_ms = rsl_now_ms();
-        *store_at = -1;
-        return 0;
-    }
-    int64_t t = 0;
-    /* Up to 9999-12-31T23:59:59.999Z, so every time we print back is an
-     * RFC 3339 time with a four-digit year. */
-    if (rsl_parse_time_ms(at->value, &t) != RSL_OK || t <= 0 || t > HTTP_MAX_TIME_MS) {
-        send_error(req, 400, "bad_request",
-                   "query parameter 'at': expected RFC 3339 (2026-11-27T09:00:00Z) or unix "
-                   "milliseconds");
-        return -1;
-    }
-    *at_ms = t;
-    *store_at = t;
-    return 0;
-}
-
-/* Fill a snapshot from this worker's store. Returns 0, or -1 after sending
- * a 503 (the store is unreadable: a server problem, not the client's). */
-static int load_snapshot(struct http_worker *w, struct evhttp_request *req, int64_t store_at,
-                         struct agg_snapshot **out)
-{
-    struct rsl_error err = {0};
-    struct agg_snapshot *snap = NULL;
-    *out = NULL;
-    if (agg_snapshot_new(w->server->cfg->taxonomy, &snap) != RSL_OK) {
-        send_error(req, 500, "internal", "out of memory");
-        return -1;
-    }
-    int rc = agg_store_latest(w->store, store_at, agg_snapshot_value_cb, snap, &err);
-    if (rc != RSL_OK) {
-        RSL_ERR(LOG_MODULE, "store read failed: %s", err.text);
-        agg_snapshot_free(&snap);
-        send_error(req, 503, "unavailable", "the store cannot be read");
-        return -1;
-    }
-    *out = snap;
-    return 0;
-}
-
-static void route_healthz(struct http_worker *w, struct evhttp_request *req, const char *query)
-{
-    char detail[256];
-    if (query_parse(query, NULL, 0, detail, sizeof(detail)) != 0) {
-        send_error(req, 400, "bad_request", detail);
-        return;
-    }
-    struct agg_store_stats stats = {0};
-    struct rsl_error err = {0};
-    if (agg_store_stats(w->store, &stats, &err) != RSL_OK) {
-        RSL_ERR(LOG_MODULE, "healthz: store: %s", err.text);
-        send_json(req, 503, json_pack("{s:s,s:s}", "status", "error", "store", "error"));
-        return;
-    }
-    send_json(req, 200, json_pack("{s:s,s:s,s:I}", "status", "ok", "store", "ok", "reports",
-                                  (json_int_t)stats.reports));
-}
-
-static void route_summary(struct http_worker *w, struct evhttp_request *req, const char *query,
-                          const struct agg_token *token)
-{
-    struct query_param params[] = {{.name = "at"}};
-    char detail[256];
-    int64_t at_ms = 0;
-    int64_t store_at = -1;
-    struct agg_snapshot *snap = NULL;
-    struct agg_summary *summary = NULL;
-    struct rsl_error err = {0};
-
-    if (token->role != AGG_ROLE_STAFF && token->role != AGG_ROLE_NATION) {
-        send_error(req, 403, "forbidden", "this token's role may not read the alliance summary");
-        goto out;
-    }
-    if (query_parse(query, params, 1, detail, sizeof(detail)) != 0) {
-        send_error(req, 400, "bad_request", detail);
-        goto out;
-    }
-    if (parse_at(req, &params[0], &at_ms, &store_at) != 0)
-        goto out;
-    if (load_snapshot(w, req, store_at, &snap) != 0)
-        goto out;
-    if (agg_summary_compute(snap, at_ms, &summary, &err) != RSL_OK) {
-        send_error(req, 500, "internal", err.text);
-        goto out;
-    }
-    /* A nation sees the alliance aggregates and only its own row of the
-     * per-nation requirement statuses. */
-    send_json(req, 200,
-              agg_summary_to_json(summary, token->role == AGG_ROLE_NATION ? token->nation : NULL));
-out:
-    agg_summary_free(&summary);
-    agg_snapshot_free(&snap);
-}
-
-static void route_nation(struct http_worker *w, struct evhttp_request *req, const char *query,
-                         const struct agg_token *token, const char *code)
-{
-    struct query_param params[] = {{.name = "at"}};
-    char detail[256];
-    int64_t at_ms = 0;
-    int64_t store_at = -1;
-    struct agg_snapshot *snap = NULL;
-    struct agg_nation_view *view = NULL;
-    struct rsl_error err = {0};
-
-    /* Scope before existence: a nation token asking for another code,
-     * known or not, gets 403, so it cannot probe the nation list. */
-    if (token->role == AGG_ROLE_PARTNER ||
-        (token->role == AGG_ROLE_NATION && strcmp(token->nation, code) != 0)) {
-        send_error(req, 403, "forbidden", "this token may not read that nation's values");
-        goto out;
-    }
-    if (query_parse(query, params, 1, detail, sizeof(detail)) != 0) {
-        send_error(req, 400, "bad_request", detail);
-        goto out;
-    }
-    if (rsl_taxonomy_nation_index(w->server->cfg->taxonomy, code) < 0) {
-        send_error(req, 404, "not_found", "no such nation in the nation list");
-        goto out;
-    }
-    if (parse_at(req, &params[0], &at_ms, &store_at) != 0)
-        goto out;
-    if (load_snapshot(w, req, store_at, &snap) != 0)
-        goto out;
-    if (agg_nation_view_compute(snap, code, at_ms, &view, &err) != RSL_OK) {
-        send_error(req, 500, "internal", err.text);
-        goto out;
-    }
-    send_json(req, 200, agg_nation_view_to_json(view));
-out:
-    agg_nation_view_free(&view);
-    agg_snapshot_free(&snap);
-}
-
-/* "/v1/nations/DEU" -> "DEU" if the rest is 1..3 characters of [A-Za-z0-9]
- * (anything longer or stranger cannot be a nation code: 404 either way). */
-static bool nation_path(const char *path, char code[4])
-{
-    static const char prefix[] = "/v1/nations/";
-    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
-        return false;
-    const char *rest = path + sizeof(prefix) - 1;
-    size_t len = strlen(rest);
-    if (len == 0 || len > 3)
-        return false;
-    memcpy(code, rest, len + 1);
+    if (token != NULL)
+        principal_from_token(pr, token);
     return true;
+}
+
+/* The RFC 2253 form of a certificate subject, as `openssl x509 -subject
+ * -nameopt RFC2253` prints it. Returns 0, or -1 if it does not fit. */
+static int subject_rfc2253(X509 *cert, char *out, size_t outlen)
+{
+    int rc = -1;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return -1;
+    if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        char *data = NULL;
+        long len = BIO_get_mem_data(bio, &data);
+        if (len >= 0 && (size_t)len < outlen && data != NULL) {
+            memcpy(out, data, (size_t)len);
+            out[len] = '\0';
+            rc = 0;
+        }
+    }
+    BIO_free(bio);
+    return rc;
+}
+
+/* Work out, once per connection, who its client certificate says it is. */
+static void resolve_certificate(const struct agg_config *cfg, struct conn_guard *g)
+{
+    char subject[AGG_CLIENT_SUBJECT_MAX + 2];
+    g->cert_resolved = true;
+    g->cert_state = AGG_AUTH_NONE;
+    g->client = NULL;
+    if (cfg->https_client_ca[0] == '\0' || g->ssl == NULL)
+        return;
+    X509 *cert = SSL_get0_peer_certificate(g->ssl);
+    if (cert == NULL)
+        return;
+    g->cert_state = AGG_AUTH_BAD_CERT;
+    long verify = SSL_get_verify_result(g->ssl);
+    if (verify != X509_V_OK) {
+        RSL_INFO(LOG_MODULE, "client certificate refused: %s",
+                 X509_verify_cert_error_string(verify));
+        return;
+    }
+    if (subject_rfc2253(cert, subject, sizeof(subject)) != 0)
+        return;
+    g->client = agg_config_client_find(cfg, subject);
+    if (g->client == NULL) {
+        char shown[160];
+        RSL_INFO(LOG_MODULE, "client certificate '%s' is not in any [client] section",
+                 rsl_text_show(subject, shown, sizeof(shown)));
+        return;
+    }
+    g->cert_state = AGG_AUTH_OK;
+}
+
+static void authenticate(const struct agg_config *cfg, struct evhttp_request *req,
+                         struct conn_guard *g, struct agg_principal *pr)
+{
+    memset(pr, 0, sizeof(*pr));
+    pr->state = AGG_AUTH_NONE;
+    pr->nation = "";
+    pr->partner = "";
+    if (authenticate_token(cfg, req, pr))
+        return;
+    if (!g->cert_resolved)
+        resolve_certificate(cfg, g);
+    pr->state = g->cert_state;
+    if (g->cert_state == AGG_AUTH_OK) {
+        pr->role = g->client->role;
+        pr->name = g->client->name;
+        pr->nation = g->client->nation;
+        pr->partner = g->client->partner;
+        pr->via_certificate = true;
+    }
+}
+
+/* ---- requests ------------------------------------------------------- */
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
 }
 
 static const char *method_name(enum evhttp_cmd_type t)
@@ -678,56 +612,68 @@ static const char *method_name(enum evhttp_cmd_type t)
     return "?";
 }
 
+/* Put an api response on the wire. */
+static void send_response(struct evhttp_request *req, const struct agg_api_response *rs)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    if (rs->content_type != NULL && rs->status != 304)
+        evhttp_add_header(h, "Content-Type", rs->content_type);
+    for (size_t i = 0; i < rs->n_headers; i++)
+        evhttp_add_header(h, rs->headers[i].name, rs->headers[i].value);
+    if (rs->status == 304) {
+        evhttp_send_reply(req, rs->status, reason_phrase(rs->status), NULL);
+        return;
+    }
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* libevent 2.1 would send a body queued for HEAD after the headers
+         * (a protocol error on keep-alive connections), so HEAD gets only
+         * the length the GET body would have. */
+        char length[32];
+        snprintf(length, sizeof(length), "%zu", rs->len);
+        evhttp_add_header(h, "Content-Length", length);
+    } else {
+        evbuffer_add(evhttp_request_get_output_buffer(req), rs->body, rs->len);
+    }
+    evhttp_send_reply(req, rs->status, reason_phrase(rs->status), NULL);
+}
+
 static void handle_request(struct evhttp_request *req, void *arg)
 {
     struct http_worker *w = arg;
     const struct agg_config *cfg = w->server->cfg;
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-    const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
-    char code[4] = "";
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct conn_guard *g = connection_guard(req);
+    struct agg_api_request rq;
+    struct agg_api_response rs;
 
-    if (!connection_is_tls(req)) {
-        /* Only reachable if SSL_new failed (out of memory): never serve
-         * anything in clear text. */
+    if (g == NULL) {
+        /* Only reachable if the TLS set-up failed (out of memory): never
+         * serve anything in clear text. */
+        static const char body[] = "{\"error\":\"internal\",\"detail\":\"TLS unavailable\"}\n";
         RSL_ERR(LOG_MODULE, "refusing a connection without TLS");
         evhttp_connection_free_on_completion(evhttp_request_get_connection(req));
-        send_error(req, 500, "internal", "TLS unavailable");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, sizeof(body) - 1);
+        evhttp_send_reply(req, 500, "Internal Server Error", NULL);
         return;
     }
+    /* A complete request arrived: the next one has its own deadline. */
+    guard_arm(g, HTTP_REQUEST_DEADLINE_SECONDS);
     RSL_DEBUG(LOG_MODULE, "worker %zu: %s %s", w->index, method_name(method),
               evhttp_request_get_uri(req));
-    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        send_error(req, 405, "method_not_allowed", "only GET and HEAD are supported");
-        return;
-    }
-    if (path == NULL) {
-        send_error(req, 400, "bad_request", "malformed request target");
-        return;
-    }
-    bool is_health = strcmp(path, "/healthz") == 0;
-    bool is_summary = strcmp(path, "/v1/summary") == 0;
-    bool is_nation = nation_path(path, code);
-    if (!is_health && !is_summary && !is_nation) {
-        send_error(req, 404, "not_found", "no such resource");
-        return;
-    }
-    if (is_health) {
-        route_healthz(w, req, query);
-        return;
-    }
-    const struct agg_token *token = NULL;
-    enum auth_result auth = authenticate(cfg, req, &token);
-    if (auth != AUTH_OK) {
-        send_unauthorized(req, auth);
-        return;
-    }
-    if (is_summary)
-        route_summary(w, req, query, token);
-    else
-        route_nation(w, req, query, token, code);
+
+    memset(&rq, 0, sizeof(rq));
+    rq.method = method_name(method);
+    rq.path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    rq.query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    rq.accept = evhttp_find_header(in, "Accept");
+    rq.if_none_match = evhttp_find_header(in, "If-None-Match");
+    authenticate(cfg, req, g, &rq.principal);
+    agg_api_handle(w->api, &rq, &rs);
+    send_response(req, &rs);
+    agg_api_response_clear(&rs);
 }
 
 /* ---- workers -------------------------------------------------------- */
@@ -750,8 +696,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Build one worker's event_base, evhttp, listener and store handle (in the
- * calling thread; the worker thread is started separately). */
+/* Build one worker's event_base, evhttp, listener, store handle and api (in
+ * the calling thread; the worker thread is started separately). */
 static int worker_init(struct agg_http *server, struct http_worker *w, size_t index,
                        struct rsl_error *err)
 {
@@ -765,7 +711,19 @@ static int worker_init(struct agg_http *server, struct http_worker *w, size_t in
         rsl_error_prefix(err, "https: worker %zu", index);
         return rc;
     }
-    w->base = event_base_new();
+    rc = agg_api_new(server->cfg, w->store, server->metrics, &w->api, err);
+    if (rc != RSL_OK)
+        return rc;
+    /* epoll with a change list: evhttp enables and disables read and write
+     * interest several times per request; the change list folds those into
+     * at most one epoll_ctl per descriptor and loop turn. Safe here since
+     * no descriptor is ever dup'ed. */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg == NULL)
+        return rsl_error_set(err, RSL_ENOMEM, "https: event_config_new failed");
+    event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(ecfg);
+    event_config_free(ecfg);
     if (w->base == NULL)
         return rsl_error_set(err, RSL_ENOMEM, "https: event_base_new failed");
     w->http = evhttp_new(w->base);
@@ -810,17 +768,34 @@ static void worker_wake(struct http_worker *w)
     }
 }
 
-/* Free one worker; its thread must have been joined. */
+/* Free one worker; its thread must have been joined. Guards lose their
+ * timers while the base still exists; libevent then frees the connections
+ * (their SSLs clear guard->ssl, possibly as late as event_base_free, which
+ * runs pending finalizers), and only then is guard memory released. */
 static void worker_free(struct http_worker *w)
 {
+    for (struct conn_guard *g = w->guards; g != NULL; g = g->next) {
+        if (g->timer != NULL) {
+            event_free(g->timer);
+            g->timer = NULL;
+        }
+    }
     if (w->wake_event != NULL)
         event_free(w->wake_event);
     if (w->http != NULL)
         evhttp_free(w->http); /* frees its listener and open connections */
     if (w->base != NULL)
         event_base_free(w->base);
+    while (w->guards != NULL) {
+        struct conn_guard *g = w->guards;
+        w->guards = g->next;
+        if (g->ssl != NULL)
+            SSL_set_ex_data(g->ssl, guard_ex_index, NULL); /* never reached in practice */
+        free(g);
+    }
     if (w->wake_fd >= 0)
         close(w->wake_fd);
+    agg_api_free(&w->api);
     agg_store_close(&w->store);
     memset(w, 0, sizeof(*w));
     w->wake_fd = -1;
@@ -851,6 +826,7 @@ void agg_http_stop(struct agg_http **http)
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     SSL_CTX_free(s->ssl_ctx);
+    agg_api_metrics_free(&s->metrics);
     free(s);
     *http = NULL;
 }
@@ -868,6 +844,11 @@ int agg_http_start(const struct agg_config *cfg, struct agg_http **out, struct r
         rc = rsl_error_set(err, RSL_EINVAL, "https: need at least one thread and a taxonomy");
         goto out;
     }
+    pthread_once(&guard_ex_once, guard_ex_init);
+    if (guard_ex_index < 0) {
+        rc = rsl_error_set(err, RSL_ECRYPTO, "https: SSL_get_ex_new_index failed");
+        goto out;
+    }
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
         rsl_error_set(err, rc, "https: out of memory");
@@ -876,7 +857,7 @@ int agg_http_start(const struct agg_config *cfg, struct agg_http **out, struct r
     s->cfg = cfg;
     s->listen_fd = -1;
     s->workers = calloc((size_t)cfg->https_threads, sizeof(*s->workers));
-    if (s->workers == NULL) {
+    if (s->workers == NULL || agg_api_metrics_new(&s->metrics) != RSL_OK) {
         rsl_error_set(err, rc, "https: out of memory");
         goto out;
     }
@@ -908,8 +889,8 @@ int agg_http_start(const struct agg_config *cfg, struct agg_http **out, struct r
         }
         s->workers[i].running = true;
     }
-    RSL_INFO(LOG_MODULE, "listening on %s (port %d, %zu threads)", cfg->https_listen, s->port,
-             s->n_workers);
+    RSL_INFO(LOG_MODULE, "listening on %s (port %d, %zu threads%s)", cfg->https_listen, s->port,
+             s->n_workers, cfg->https_client_ca[0] != '\0' ? ", client certificates" : "");
     *out = s;
     s = NULL; /* transferred */
     rc = RSL_OK;

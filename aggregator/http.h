@@ -8,10 +8,12 @@
  * accepted connections over the workers. TLS (1.2 minimum, modern ciphers)
  * comes from one SSL_CTX shared read-only by all workers.
  *
- * Routes: GET /healthz (anyone), GET /v1/summary[?at=] (staff, nation:*),
- * GET /v1/nations/{CODE}[?at=] (staff, nation:CODE). Bearer tokens are
- * checked against the SHA-256 digests in the configuration in constant time.
- * Errors are JSON {"error": "...", "detail": "..."}.
+ * Routes, roles, documents and the response cache live in api.c (api.h);
+ * this module is the transport: TLS 1.2/1.3 with the Mozilla intermediate
+ * suites, optional client certificates ([https] client_ca, [client NAME]),
+ * bearer tokens checked against the SHA-256 digests in the configuration
+ * in constant time, and limits on header size, body size and the time a
+ * connection may take to deliver each complete request.
  *
  * The daemon owns the configuration; it must outlive the server (the workers
  * read the taxonomy and tokens from it without copying).

@@ -189,6 +189,47 @@ static void aggregate_values(struct agg_indicator_summary *s, double *values, si
     }
 }
 
+/* The summary of one indicator over nn cells, cell n at base[n * stride]
+ * (a column of the snapshot grid, or one point's row of a history grid):
+ * states, status counts and aggregates. The stale/missing nation lists
+ * are filled when allocated (non-NULL). `req_status`, if not NULL, is the
+ * per-nation worst status of the indicator's requirement, updated with
+ * this indicator's current values. `values` is scratch for nn doubles.
+ * Used for the summary and for every history point alike, so a history
+ * point is computed exactly as `at=` computes the summary. */
+static void summarize_indicator(const struct rsl_indicator *ind, const struct agg_cell *base,
+                                size_t stride, size_t nn, int64_t at_ms, double *values,
+                                struct agg_indicator_summary *is, int *req_status)
+{
+    size_t n_current = 0;
+    is->indicator = ind;
+    for (size_t n = 0; n < nn; n++) {
+        const struct agg_cell *c = &base[n * stride];
+        switch (cell_state(c, ind, at_ms)) {
+        case AGG_STATE_CURRENT: {
+            enum rsl_status st = rsl_indicator_status(ind, c->value);
+            values[n_current++] = c->value;
+            is->status_counts[st]++;
+            if (req_status != NULL)
+                req_status[n] = worse(req_status[n], (int)st);
+            break;
+        }
+        case AGG_STATE_STALE:
+            if (is->stale_nations != NULL)
+                is->stale_nations[is->nations_stale] = n;
+            is->nations_stale++;
+            break;
+        case AGG_STATE_MISSING:
+            if (is->missing_nations != NULL)
+                is->missing_nations[is->nations_missing] = n;
+            is->nations_missing++;
+            break;
+        }
+    }
+    is->nations_reporting = n_current;
+    aggregate_values(is, values, n_current);
+}
+
 void agg_summary_free(struct agg_summary **summary)
 {
     if (summary == NULL || *summary == NULL)
@@ -240,7 +281,6 @@ int agg_summary_compute(const struct agg_snapshot *snap, int64_t at_ms, struct a
     for (size_t i = 0; i < ni; i++) {
         const struct rsl_indicator *ind = &tax->indicators[i];
         struct agg_indicator_summary *is = &s->indicators[i];
-        is->indicator = ind;
         is->stale_nations = calloc(nn > 0 ? nn : 1, sizeof(size_t));
         is->missing_nations = calloc(nn > 0 ? nn : 1, sizeof(size_t));
         if (is->stale_nations == NULL || is->missing_nations == NULL)
@@ -249,28 +289,9 @@ int agg_summary_compute(const struct agg_snapshot *snap, int64_t at_ms, struct a
         struct agg_requirement_summary *req = r >= 0 ? &s->requirements[r] : NULL;
         if (req != NULL)
             req->n_indicators++;
-        size_t n_current = 0;
-        for (size_t n = 0; n < nn; n++) {
-            const struct agg_cell *c = cell_at(snap, n, i);
-            switch (cell_state(c, ind, at_ms)) {
-            case AGG_STATE_CURRENT: {
-                enum rsl_status st = rsl_indicator_status(ind, c->value);
-                values[n_current++] = c->value;
-                is->status_counts[st]++;
-                if (req != NULL)
-                    req->nation_status[n] = worse(req->nation_status[n], (int)st);
-                break;
-            }
-            case AGG_STATE_STALE:
-                is->stale_nations[is->nations_stale++] = n;
-                break;
-            case AGG_STATE_MISSING:
-                is->missing_nations[is->nations_missing++] = n;
-                break;
-            }
-        }
-        is->nations_reporting = n_current;
-        aggregate_values(is, values, n_current);
+        /* Column i of the grid: cell (n, i) is n * ni + i. */
+        summarize_indicator(ind, cell_at(snap, 0, i), ni, nn, at_ms, values, is,
+                            req != NULL ? req->nation_status : NULL);
     }
 
     for (int r = 0; r < AGG_N_REQUIREMENTS; r++) {
@@ -384,12 +405,17 @@ static json_t *status_counts_json(const size_t counts[3])
                      (json_int_t)counts[RSL_STATUS_RED]);
 }
 
-static json_t *nation_list_json(const struct rsl_taxonomy *tax, const size_t *idx, size_t n)
+/* The codes of nations idx[0..n); with only_nation set, only that one
+ * (a nation token sees its own standing, not who else is stale). */
+static json_t *nation_list_json(const struct rsl_taxonomy *tax, const size_t *idx, size_t n,
+                                const char *only_nation)
 {
     json_t *arr = json_array();
     if (arr == NULL)
         return NULL;
     for (size_t i = 0; i < n; i++) {
+        if (only_nation != NULL && strcmp(only_nation, tax->nations[idx[i]].code) != 0)
+            continue;
         if (json_array_append_new(arr, json_string(tax->nations[idx[i]].code)) != 0) {
             json_decref(arr);
             return NULL;
@@ -399,7 +425,8 @@ static json_t *nation_list_json(const struct rsl_taxonomy *tax, const size_t *id
 }
 
 static json_t *indicator_summary_json(const struct rsl_taxonomy *tax,
-                                      const struct agg_indicator_summary *is)
+                                      const struct agg_indicator_summary *is,
+                                      const char *only_nation)
 {
     const struct rsl_indicator *ind = is->indicator;
     /* json_pack's "o" steals the reference and fails the whole pack (and
@@ -415,8 +442,8 @@ static json_t *indicator_summary_json(const struct rsl_taxonomy *tax,
         "min", json_number_or_null(is->has_value, is->min), "median",
         json_number_or_null(is->has_value, is->median), "max",
         json_number_or_null(is->has_value, is->max), "status", status_counts_json(is->status_counts),
-        "stale", nation_list_json(tax, is->stale_nations, is->nations_stale), "missing",
-        nation_list_json(tax, is->missing_nations, is->nations_missing));
+        "stale", nation_list_json(tax, is->stale_nations, is->nations_stale, only_nation),
+        "missing", nation_list_json(tax, is->missing_nations, is->nations_missing, only_nation));
 }
 
 static json_t *requirement_summary_json(const struct rsl_taxonomy *tax,
@@ -452,7 +479,8 @@ json_t *agg_summary_to_json(const struct agg_summary *summary, const char *only_
     if (doc == NULL || indicators == NULL || requirements == NULL)
         goto fail;
     for (size_t i = 0; i < tax->n_indicators; i++)
-        if (json_array_append_new(indicators, indicator_summary_json(tax, &summary->indicators[i])) != 0)
+        if (json_array_append_new(indicators, indicator_summary_json(tax, &summary->indicators[i],
+                                                                     only_nation)) != 0)
             goto fail;
     for (int r = 0; r < AGG_N_REQUIREMENTS; r++)
         if (json_array_append_new(requirements, requirement_summary_json(tax, &summary->requirements[r],
@@ -537,6 +565,366 @@ json_t *agg_nation_view_to_json(const struct agg_nation_view *view)
 fail:
     json_decref(entries);
     json_decref(reqs);
+    json_decref(doc);
+    return NULL;
+}
+
+/* ---- /v1/requirements ------------------------------------------------- */
+
+json_t *agg_requirements_to_json(const struct agg_summary *summary, const char *only_nation)
+{
+    const struct rsl_taxonomy *tax = summary->taxonomy;
+    json_t *doc = json_object();
+    json_t *requirements = json_array();
+    if (doc == NULL || requirements == NULL)
+        goto fail;
+    for (int r = 0; r < AGG_N_REQUIREMENTS; r++)
+        if (json_array_append_new(requirements, requirement_summary_json(tax, &summary->requirements[r],
+                                                                         only_nation)) != 0)
+            goto fail;
+    int bad = set_time(doc, "at", summary->at_ms);
+    bad |= json_object_set_new(doc, "nations", json_integer((json_int_t)tax->n_nations));
+    bad |= json_object_set_new(doc, "requirements", requirements);
+    requirements = NULL; /* transferred */
+    if (bad != 0)
+        goto fail;
+    return doc;
+fail:
+    json_decref(requirements);
+    json_decref(doc);
+    return NULL;
+}
+
+/* ---- history ---------------------------------------------------------- */
+
+struct agg_history {
+    const struct rsl_taxonomy *tax;
+    const struct rsl_indicator *indicator;
+    size_t n_points;
+    int64_t *points;                         /* n_points query times */
+    struct agg_cell *cells;                  /* n_points x n_nations, row = point */
+    struct agg_indicator_summary *results;   /* n_points, after compute */
+};
+
+int agg_history_new(const struct rsl_taxonomy *tax, const char *indicator_id,
+                    const int64_t *points, size_t n_points, struct agg_history **out)
+{
+    *out = NULL;
+    int ii = rsl_taxonomy_indicator_index(tax, indicator_id);
+    if (ii < 0)
+        return RSL_ENOENT;
+    if (n_points == 0 || n_points > AGG_HISTORY_MAX_POINTS)
+        return RSL_EINVAL;
+    struct agg_history *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return RSL_ENOMEM;
+    size_t nn = tax->n_nations > 0 ? tax->n_nations : 1;
+    h->tax = tax;
+    h->indicator = &tax->indicators[ii];
+    h->n_points = n_points;
+    h->points = malloc(n_points * sizeof(*h->points));
+    /* At most 1000 points x the nation list: bounded by the caller's limit. */
+    h->cells = calloc(n_points * nn, sizeof(*h->cells));
+    h->results = calloc(n_points, sizeof(*h->results));
+    if (h->points == NULL || h->cells == NULL || h->results == NULL) {
+        agg_history_free(&h);
+        return RSL_ENOMEM;
+    }
+    memcpy(h->points, points, n_points * sizeof(*h->points));
+    *out = h;
+    return RSL_OK;
+}
+
+void agg_history_free(struct agg_history **history)
+{
+    if (history == NULL || *history == NULL)
+        return;
+    free((*history)->points);
+    free((*history)->cells);
+    free((*history)->results);
+    free(*history);
+    *history = NULL;
+}
+
+const int64_t *agg_history_points(const struct agg_history *h)
+{
+    return h->points;
+}
+
+int agg_history_add(struct agg_history *h, size_t point, const struct agg_value *value)
+{
+    if (point >= h->n_points || value->nation == NULL || value->indicator == NULL ||
+        strcmp(value->indicator, h->indicator->id) != 0)
+        return RSL_OK;
+    int ni = rsl_taxonomy_nation_index(h->tax, value->nation);
+    if (ni < 0)
+        return RSL_OK;
+    struct agg_cell *c = &h->cells[point * h->tax->n_nations + (size_t)ni];
+    /* The snapshot's rule, so a point equals the at= summary whatever the
+     * order of offers. */
+    if (c->present && (value->observed_at_ms < c->observed_at_ms ||
+                       (value->observed_at_ms == c->observed_at_ms &&
+                        value->received_at_ms <= c->received_at_ms)))
+        return RSL_OK;
+    c->present = true;
+    c->value = value->value;
+    c->observed_at_ms = value->observed_at_ms;
+    c->received_at_ms = value->received_at_ms;
+    copy_trunc(c->unit, sizeof(c->unit), value->unit);
+    copy_trunc(c->agent_id, sizeof(c->agent_id), value->agent_id);
+    return RSL_OK;
+}
+
+int agg_history_point_cb(void *ctx, size_t point, const struct agg_value *value)
+{
+    return agg_history_add(ctx, point, value);
+}
+
+int agg_history_compute(struct agg_history *h, struct rsl_error *err)
+{
+    size_t nn = h->tax->n_nations;
+    double *values = calloc(nn > 0 ? nn : 1, sizeof(*values));
+    if (values == NULL)
+        return rsl_error_set(err, RSL_ENOMEM, "history: out of memory");
+    for (size_t k = 0; k < h->n_points; k++) {
+        struct agg_indicator_summary *is = &h->results[k];
+        memset(is, 0, sizeof(*is));
+        summarize_indicator(h->indicator, &h->cells[k * nn], 1, nn, h->points[k], values, is, NULL);
+    }
+    free(values);
+    return RSL_OK;
+}
+
+size_t agg_history_n_points(const struct agg_history *h)
+{
+    return h->n_points;
+}
+
+const struct agg_indicator_summary *agg_history_result(const struct agg_history *h, size_t k)
+{
+    return k < h->n_points ? &h->results[k] : NULL;
+}
+
+const struct rsl_indicator *agg_history_indicator(const struct agg_history *h)
+{
+    return h->indicator;
+}
+
+json_t *agg_history_to_json(const struct agg_history *h, int64_t from_ms, int64_t to_ms,
+                            int64_t step_ms)
+{
+    const struct rsl_indicator *ind = h->indicator;
+    json_t *points = json_array();
+    json_t *doc = NULL;
+    if (points == NULL)
+        goto fail;
+    for (size_t k = 0; k < h->n_points; k++) {
+        const struct agg_indicator_summary *is = &h->results[k];
+        json_t *p = json_pack("{s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "nations_reporting",
+                              (json_int_t)is->nations_reporting, "nations_stale",
+                              (json_int_t)is->nations_stale, "nations_missing",
+                              (json_int_t)is->nations_missing, "value",
+                              json_number_or_null(is->has_value, is->value), "min",
+                              json_number_or_null(is->has_value, is->min), "median",
+                              json_number_or_null(is->has_value, is->median), "max",
+                              json_number_or_null(is->has_value, is->max), "status",
+                              status_counts_json(is->status_counts));
+        if (p == NULL || set_time(p, "at", h->points[k]) != 0 ||
+            json_array_append_new(points, p) != 0) {
+            json_decref(p);
+            goto fail;
+        }
+    }
+    doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "indicator", ind->id, "requirement",
+                    ind->requirement, "unit", ind->unit, "method", rsl_method_name(ind->method),
+                    "direction", rsl_direction_name(ind->direction), "step_ms",
+                    (json_int_t)step_ms, "max_age_ms", (json_int_t)ind->max_age_ms);
+    if (doc == NULL)
+        goto fail;
+    int bad = set_time(doc, "from", from_ms);
+    bad |= set_time(doc, "to", to_ms);
+    bad |= json_object_set_new(doc, "points", points);
+    points = NULL; /* transferred */
+    if (bad != 0)
+        goto fail;
+    return doc;
+fail:
+    json_decref(points);
+    json_decref(doc);
+    return NULL;
+}
+
+/* ---- /v1/nations ------------------------------------------------------ */
+
+struct agg_overview_agent {
+    char agent_id[RSL_AGENT_ID_MAX + 1];
+    size_t nation;                           /* index in the nation list */
+    uint64_t last_sequence;
+    int64_t last_seen_ms;
+    int64_t reports;
+};
+
+struct agg_overview {
+    const struct rsl_taxonomy *tax;
+    int64_t at_ms;
+    struct agg_overview_nation *nations;     /* tax->n_nations */
+    struct agg_overview_agent *agents;
+    size_t n_agents;
+    size_t agents_cap;
+};
+
+int agg_overview_new(const struct agg_snapshot *snap, int64_t at_ms, struct agg_overview **out)
+{
+    const struct rsl_taxonomy *tax = snap->tax;
+    *out = NULL;
+    struct agg_overview *ov = calloc(1, sizeof(*ov));
+    if (ov == NULL)
+        return RSL_ENOMEM;
+    ov->tax = tax;
+    ov->at_ms = at_ms;
+    ov->nations = calloc(tax->n_nations > 0 ? tax->n_nations : 1, sizeof(*ov->nations));
+    if (ov->nations == NULL) {
+        free(ov);
+        return RSL_ENOMEM;
+    }
+    for (size_t n = 0; n < tax->n_nations; n++) {
+        struct agg_overview_nation *on = &ov->nations[n];
+        on->nation = &tax->nations[n];
+        for (size_t i = 0; i < tax->n_indicators; i++) {
+            const struct agg_cell *c = cell_at(snap, n, i);
+            enum agg_state st = cell_state(c, &tax->indicators[i], at_ms);
+            on->counts[st]++;
+            /* Freshness: the newest observation known at T, current or not. */
+            if (st != AGG_STATE_MISSING && c->observed_at_ms > on->last_observed_ms)
+                on->last_observed_ms = c->observed_at_ms;
+        }
+    }
+    *out = ov;
+    return RSL_OK;
+}
+
+void agg_overview_free(struct agg_overview **overview)
+{
+    if (overview == NULL || *overview == NULL)
+        return;
+    free((*overview)->nations);
+    free((*overview)->agents);
+    free(*overview);
+    *overview = NULL;
+}
+
+int agg_overview_add_agent(struct agg_overview *ov, const struct agg_agent_row *row)
+{
+    int n = rsl_taxonomy_nation_index(ov->tax, row->nation);
+    if (n < 0)
+        return RSL_OK; /* an agent of a nation outside the list: not shown */
+    if (ov->n_agents == ov->agents_cap) {
+        size_t cap = ov->agents_cap > 0 ? ov->agents_cap * 2 : 64;
+        struct agg_overview_agent *a = realloc(ov->agents, cap * sizeof(*a));
+        if (a == NULL)
+            return RSL_ENOMEM;
+        ov->agents = a;
+        ov->agents_cap = cap;
+    }
+    struct agg_overview_agent *a = &ov->agents[ov->n_agents++];
+    copy_trunc(a->agent_id, sizeof(a->agent_id), row->agent_id);
+    a->nation = (size_t)n;
+    a->last_sequence = row->last_sequence;
+    a->last_seen_ms = row->last_seen_ms;
+    a->reports = row->reports;
+    struct agg_overview_nation *on = &ov->nations[n];
+    on->n_agents++;
+    if (row->last_seen_ms > on->last_report_ms)
+        on->last_report_ms = row->last_seen_ms;
+    return RSL_OK;
+}
+
+int agg_overview_agent_cb(void *ctx, const struct agg_agent_row *row)
+{
+    return agg_overview_add_agent(ctx, row);
+}
+
+const struct agg_overview_nation *agg_overview_nation_at(const struct agg_overview *ov, size_t n)
+{
+    return n < ov->tax->n_nations ? &ov->nations[n] : NULL;
+}
+
+size_t agg_overview_n_nations(const struct agg_overview *ov)
+{
+    return ov->tax->n_nations;
+}
+
+int64_t agg_overview_at(const struct agg_overview *ov)
+{
+    return ov->at_ms;
+}
+
+/* A time field that is null when nothing happened yet (0). */
+static int set_time_or_null(json_t *obj, const char *name, int64_t ms)
+{
+    if (ms > 0)
+        return set_time(obj, name, ms);
+    char key[64];
+    snprintf(key, sizeof(key), "%s_ms", name);
+    int bad = json_object_set_new(obj, name, json_null());
+    bad |= json_object_set_new(obj, key, json_null());
+    return bad;
+}
+
+static json_t *overview_nation_json(const struct agg_overview *ov, size_t n)
+{
+    const struct agg_overview_nation *on = &ov->nations[n];
+    json_t *agents = json_array();
+    if (agents == NULL)
+        return NULL;
+    for (size_t i = 0; i < ov->n_agents; i++) {
+        const struct agg_overview_agent *a = &ov->agents[i];
+        if (a->nation != n)
+            continue;
+        json_t *o = json_pack("{s:s,s:I,s:I}", "agent_id", a->agent_id, "last_sequence",
+                              (json_int_t)a->last_sequence, "reports", (json_int_t)a->reports);
+        if (o == NULL || set_time_or_null(o, "last_report", a->last_seen_ms) != 0 ||
+            json_array_append_new(agents, o) != 0) {
+            json_decref(o);
+            json_decref(agents);
+            return NULL;
+        }
+    }
+    json_t *doc = json_pack("{s:s,s:s,s:I,s:I,s:I}", "nation", on->nation->code, "name",
+                            on->nation->name, "current", (json_int_t)on->counts[AGG_STATE_CURRENT],
+                            "stale", (json_int_t)on->counts[AGG_STATE_STALE], "missing",
+                            (json_int_t)on->counts[AGG_STATE_MISSING]);
+    if (doc == NULL) {
+        json_decref(agents);
+        return NULL;
+    }
+    int bad = set_time_or_null(doc, "last_report", on->last_report_ms);
+    bad |= set_time_or_null(doc, "last_observed", on->last_observed_ms);
+    bad |= json_object_set_new(doc, "agents", agents);
+    if (bad != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+json_t *agg_overview_to_json(const struct agg_overview *ov)
+{
+    json_t *nations = json_array();
+    json_t *doc = json_object();
+    if (nations == NULL || doc == NULL)
+        goto fail;
+    for (size_t n = 0; n < ov->tax->n_nations; n++)
+        if (json_array_append_new(nations, overview_nation_json(ov, n)) != 0)
+            goto fail;
+    int bad = set_time(doc, "at", ov->at_ms);
+    bad |= json_object_set_new(doc, "nations", nations);
+    nations = NULL; /* transferred */
+    if (bad != 0)
+        goto fail;
+    return doc;
+fail:
+    json_decref(nations);
     json_decref(doc);
     return NULL;
 }

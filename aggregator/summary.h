@@ -141,12 +141,88 @@ void agg_nation_view_free(struct agg_nation_view **view);
 /* ---- 3. JSON ---------------------------------------------------------- */
 
 /* The /v1/summary document. `only_nation`: NULL for the full view (staff);
- * a nation code to restrict the per-nation requirement statuses to that
- * nation (nation role: alliance aggregates plus its own values only).
+ * a nation code to restrict the per-nation requirement statuses and the
+ * stale/missing nation lists to that nation (nation role: alliance
+ * aggregates plus its own standing only; the counts stay alliance-wide).
  * Returns a new reference, NULL on allocation failure. */
 json_t *agg_summary_to_json(const struct agg_summary *summary, const char *only_nation);
 
 /* The /v1/nations/{CODE} document; new reference or NULL. */
 json_t *agg_nation_view_to_json(const struct agg_nation_view *view);
+
+/* The /v1/requirements document: the query time and, per baseline
+ * requirement, alliance counts per worst status and each nation's worst
+ * status (only `only_nation`'s when not NULL). New reference or NULL. */
+json_t *agg_requirements_to_json(const struct agg_summary *summary, const char *only_nation);
+
+/* ---- 4. history of one indicator ---------------------------------------- */
+
+/* Upper bound on the points of one history (GET .../history refuses more
+ * with 400): bounds memory (points x nations cells) and store seeks. */
+#define AGG_HISTORY_MAX_POINTS 1000
+
+/* The alliance figures of one indicator at each of n query times, every
+ * point computed exactly as the summary at= that time computes them
+ * (same states, same method, same statuses). Filled from
+ * agg_store_history through agg_history_point_cb, then agg_history_compute. */
+struct agg_history;
+
+/* RSL_ENOENT: no such indicator; RSL_EINVAL: n_points is 0 or above
+ * AGG_HISTORY_MAX_POINTS; RSL_ENOMEM. `points` is copied. */
+int agg_history_new(const struct rsl_taxonomy *tax, const char *indicator_id,
+                    const int64_t *points, size_t n_points, struct agg_history **out);
+void agg_history_free(struct agg_history **history);
+
+/* Offer the observation a nation had at point `point` (other indicators,
+ * unknown nations and out-of-range points are ignored; the latest
+ * observation wins as in agg_snapshot_add). */
+int agg_history_add(struct agg_history *history, size_t point, const struct agg_value *value);
+/* agg_point_value_cb adapter: ctx is a struct agg_history *. */
+int agg_history_point_cb(void *ctx, size_t point, const struct agg_value *value);
+
+/* Compute every point's figures (call once all observations are in). */
+int agg_history_compute(struct agg_history *history, struct rsl_error *err);
+
+size_t agg_history_n_points(const struct agg_history *history);
+const int64_t *agg_history_points(const struct agg_history *history);
+const struct rsl_indicator *agg_history_indicator(const struct agg_history *history);
+/* Point k's figures (no nation lists: stale_nations/missing_nations are
+ * NULL, only the counts are set); NULL if k is out of range. */
+const struct agg_indicator_summary *agg_history_result(const struct agg_history *history,
+                                                       size_t k);
+
+/* The history document: indicator facts, from/to/step and the points. */
+json_t *agg_history_to_json(const struct agg_history *history, int64_t from_ms, int64_t to_ms,
+                            int64_t step_ms);
+
+/* ---- 5. nations overview (/v1/nations) ---------------------------------- */
+
+/* Per nation: the agents that reported, when its last report arrived, how
+ * fresh its newest observation is, and its current/stale/missing counts at
+ * the query time. */
+struct agg_overview_nation {
+    const struct rsl_nation *nation;         /* borrowed */
+    size_t n_agents;                         /* agents that ever reported */
+    int64_t last_report_ms;                  /* newest report received; 0: never */
+    int64_t last_observed_ms;                /* newest observation known at T; 0: none */
+    size_t counts[3];                        /* indexed by enum agg_state */
+};
+
+struct agg_overview;
+
+/* Counts from `snap` at `at_ms`; agents are added afterwards. */
+int agg_overview_new(const struct agg_snapshot *snap, int64_t at_ms, struct agg_overview **out);
+void agg_overview_free(struct agg_overview **overview);
+/* Add one row of the store's agents table (nations outside the list are
+ * ignored). */
+int agg_overview_add_agent(struct agg_overview *overview, const struct agg_agent_row *row);
+/* agg_agent_cb adapter: ctx is a struct agg_overview *. */
+int agg_overview_agent_cb(void *ctx, const struct agg_agent_row *row);
+size_t agg_overview_n_nations(const struct agg_overview *overview);
+int64_t agg_overview_at(const struct agg_overview *overview);
+const struct agg_overview_nation *agg_overview_nation_at(const struct agg_overview *overview,
+                                                         size_t n);
+/* The /v1/nations document; new reference or NULL. */
+json_t *agg_overview_to_json(const struct agg_overview *overview);
 
 #endif

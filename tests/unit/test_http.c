@@ -7,8 +7,10 @@
  * One server (port 0, two workers) serves every test in the group. Tests
  * cover authentication (401 with WWW-Authenticate, 403 per role), routes
  * (404, 405), strict query parsing (400 naming the parameter), `at=` before
- * and after a change, the TLS floor (1.1 and non-ECDHE suites refused) and
- * the header size limit.
+ * and after a change, CSV, history, the page and its assets (CSP, ETag),
+ * /metrics, /readyz without an ingest, the OpenAPI document against the
+ * server's route table, the response cache seeing new commits, the TLS
+ * floor (1.1 and non-ECDHE suites refused) and the header size limit.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -33,12 +35,14 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "aggregator/api.h"
 #include "aggregator/config.h"
 #include "aggregator/http.h"
 #include "rsl/codec.h"
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"
 #include "aggregator/store.h"
+#include "aggregator/summary.h"
 
 #define STAFF_TOKEN "staff-0123456789abcdef"
 #define DEU_TOKEN "deu-0123456789abcdef"
@@ -218,6 +222,7 @@ static int group_setup(void **state)
     snprintf(cfg->https_cert, sizeof(cfg->https_cert), "%s", fx.cert);
     snprintf(cfg->https_key, sizeof(cfg->https_key), "%s", fx.key);
     cfg->https_threads = 2;
+    cfg->https_hsts = true;
     cfg->tokens = calloc(3, sizeof(*cfg->tokens));
     if (cfg->tokens == NULL)
         return -1;
@@ -306,6 +311,7 @@ struct request {
     long tls_max;
     const char *ciphers;
     size_t padding;          /* bytes of an extra header */
+    const char *header;      /* one more request header line, e.g. "Accept: text/csv" */
 };
 
 static void perform(const struct request *rq, struct response *rs)
@@ -346,6 +352,8 @@ static void perform(const struct request *rq, struct response *rs)
         pad[11 + rq->padding] = '\0';
         headers = curl_slist_append(headers, pad);
     }
+    if (rq->header != NULL)
+        headers = curl_slist_append(headers, rq->header);
     if (headers != NULL)
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     if (rq->tls_min != 0)
@@ -547,6 +555,23 @@ static void test_not_found_and_method(void **state)
     response_free(&rs);
     get("/v1/summary/", STAFF_TOKEN, 404, &rs);
     response_free(&rs);
+    /* Template variables take one plain segment only: no escapes, no
+     * slashes, no dot segments, at most 64 characters. */
+    static const char *const odd[] = {
+        "/v1/nations/%44EU", "/v1/indicators/../history", "/v1/indicators//history",
+        "/v1/indicators/a/b/history", "/v1/partners/EU%2F/summary", "/v1/nations/DEU/",
+        "/v1/indicators/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/history",
+        "//", "/assets/app.js/x", "/v1/me/x"};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        get(odd[i], STAFF_TOKEN, 404, &rs);
+        response_free(&rs);
+    }
+    /* Dot segments are not resolved by the server (curl would resolve them
+     * itself, hence a raw request). */
+    char raw[4096];
+    assert_true(raw_tls_exchange("GET /assets/../healthz HTTP/1.1\r\nHost: localhost\r\n"
+                                 "Connection: close\r\n\r\n", raw, sizeof(raw)) > 0);
+    assert_non_null(strstr(raw, "HTTP/1.1 404"));
 
     const char *methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
@@ -576,7 +601,9 @@ static void test_bad_query(void **state)
         {"/v1/nations/DEU?at=-5", "'at'"},
         {"/v1/summary?at=99999999999999999", "'at'"},
         {"/v1/summary?at=2026-02-30T00:00:00Z", "'at'"},
-        {"/v1/nations/DEU?format=csv", "'format'"},
+        {"/v1/nations/DEU?format=xml", "'format'"},
+        {"/v1/indicators/x/history?step=1s&from=1", "points"},
+        {"/healthz?format=csv", "'format'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         get(cases[i][0], STAFF_TOKEN, 400, &rs);
@@ -869,6 +896,225 @@ static void test_start_errors(void **state)
     assert_int_equal(agg_http_port(NULL), -1);
 }
 
+/* ---- issue 5: CSV, history, page, metrics, readiness, OpenAPI, cache ---- */
+
+static bool content_type_is(const struct response *rs, const char *type)
+{
+    char line[160];
+    snprintf(line, sizeof(line), "Content-Type: %s", type);
+    return has_header(rs, line);
+}
+
+static void test_csv_and_requirements(void **state)
+{
+    (void)state;
+    struct response rs;
+    get("/v1/summary?format=csv", STAFF_TOKEN, 200, &rs);
+    assert_true(content_type_is(&rs, "text/csv"));
+    assert_non_null(strstr(rs.body.data, "at,indicator,requirement,unit,direction,method,value,"));
+    /* The row of fx.ind: median of DEU 30 and FRA 20. */
+    char needle[160];
+    snprintf(needle, sizeof(needle), ",%s,%s,%s,", fx.ind->id, fx.ind->requirement, fx.ind->unit);
+    const char *row = strstr(rs.body.data, needle);
+    assert_non_null(row);
+    assert_non_null(strstr(row, ",25,20,25,30,2,0,"));
+    response_free(&rs);
+
+    struct request rq = {.path = "/v1/nations/DEU", .token = DEU_TOKEN, .header = "Accept: text/csv"};
+    perform(&rq, &rs);
+    assert_int_equal(rs.status, 200);
+    assert_true(content_type_is(&rs, "text/csv"));
+    assert_non_null(strstr(rs.body.data, ",DEU,"));
+    response_free(&rs);
+
+    get("/v1/requirements", DEU_TOKEN, 200, &rs);
+    json_t *reqs = json_object_get(rs.json, "requirements");
+    assert_int_equal(json_array_size(reqs), AGG_N_REQUIREMENTS);
+    /* A nation sees only its own column. */
+    assert_int_equal(json_object_size(json_object_get(json_array_get(reqs, 0), "nations")), 1);
+    response_free(&rs);
+}
+
+/* fx.ind is a median indicator: DEU 10 (60 min ago) then 30 (30 min ago),
+ * FRA 20 (60 min ago). */
+static void test_history(void **state)
+{
+    (void)state;
+    struct response rs;
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/indicators/%s/history?from=%lld&to=%lld&step=10m",
+             fx.ind->id, (long long)(fx.now - 70 * 60000), (long long)fx.now);
+    get(path, DEU_TOKEN, 200, &rs);
+    json_t *points = json_object_get(rs.json, "points");
+    assert_int_equal(json_array_size(points), 8);
+    const double want[8] = {-1, 15, 15, 15, 25, 25, 25, 25}; /* -1: no value */
+    for (size_t k = 0; k < 8; k++) {
+        json_t *p = json_array_get(points, k);
+        assert_int_equal(json_integer_value(json_object_get(p, "at_ms")),
+                         fx.now - 70 * 60000 + (int64_t)k * 10 * 60000);
+        if (want[k] < 0)
+            assert_true(json_is_null(json_object_get(p, "value")));
+        else
+            assert_true(json_number_value(json_object_get(p, "value")) == want[k]);
+    }
+    response_free(&rs);
+    get("/v1/indicators/no.such/history", STAFF_TOKEN, 404, &rs);
+    response_free(&rs);
+    get("/v1/indicators/no.such/history", EU_TOKEN, 403, &rs);
+    response_free(&rs);
+}
+
+static void test_page_and_assets(void **state)
+{
+    (void)state;
+    struct response rs;
+    get("/", NULL, 200, &rs);
+    assert_true(content_type_is(&rs, "text/html"));
+    assert_true(has_header(&rs, "Content-Security-Policy: default-src 'none'; script-src 'self'"));
+    assert_non_null(strstr(rs.body.data, "/assets/app.js"));
+    assert_null(strstr(rs.body.data, "<script>"));
+    const char *etag = strcasestr(rs.headers.data, "ETag: ");
+    assert_non_null(etag);
+    char inm[96];
+    snprintf(inm, sizeof(inm), "If-None-Match: %.*s", (int)strcspn(etag + 6, "\r\n"), etag + 6);
+    response_free(&rs);
+    struct request rq = {.path = "/", .header = inm};
+    perform(&rq, &rs);
+    assert_int_equal(rs.status, 304);
+    response_free(&rs);
+    get("/assets/app.js", NULL, 200, &rs);
+    assert_true(content_type_is(&rs, "text/javascript"));
+    response_free(&rs);
+    get("/assets/app.css", DEU_TOKEN, 200, &rs);
+    assert_true(content_type_is(&rs, "text/css"));
+    response_free(&rs);
+    get("/", EU_TOKEN, 403, &rs);
+    response_free(&rs);
+    get("/", "bad-token", 401, &rs);
+    response_free(&rs);
+}
+
+static void test_metrics_readyz_me_partner(void **state)
+{
+    (void)state;
+    struct response rs;
+    get("/metrics", DEU_TOKEN, 403, &rs);
+    response_free(&rs);
+    get("/metrics", STAFF_TOKEN, 200, &rs);
+    assert_true(content_type_is(&rs, "text/plain; version=0.0.4"));
+    assert_non_null(strstr(rs.body.data, "# TYPE resilience_http_requests_total counter"));
+    assert_non_null(strstr(rs.body.data, "resilience_http_requests_total{route=\"/healthz\",code=\"200\"}"));
+    assert_non_null(strstr(rs.body.data, "resilience_reports_rejected_total{reason=\"bad_signature\"}"));
+    assert_non_null(strstr(rs.body.data, "resilience_store_reports 3"));
+    response_free(&rs);
+    /* No ingest runs in this test: the server is alive but not ready. */
+    get("/readyz", NULL, 503, &rs);
+    assert_string_equal(json_string_value(json_object_get(rs.json, "ingest")), "stopped");
+    assert_string_equal(json_string_value(json_object_get(rs.json, "store")), "ok");
+    response_free(&rs);
+    /* /v1/nations: the agents table through agg_store_agents. */
+    get("/v1/nations", STAFF_TOKEN, 200, &rs);
+    json_t *nations = json_object_get(rs.json, "nations");
+    assert_int_equal(json_array_size(nations), fx.cfg->taxonomy->n_nations);
+    bool deu_seen = false;
+    for (size_t i = 0; i < json_array_size(nations); i++) {
+        json_t *n = json_array_get(nations, i);
+        if (strcmp(json_string_value(json_object_get(n, "nation")), "DEU") != 0)
+            continue;
+        json_t *agent = json_array_get(json_object_get(n, "agents"), 0);
+        assert_string_equal(json_string_value(json_object_get(agent, "agent_id")), "DEU-BMI-01");
+        assert_int_equal(json_integer_value(json_object_get(agent, "reports")), 2);
+        assert_int_equal(json_integer_value(json_object_get(agent, "last_sequence")), 2);
+        deu_seen = true;
+    }
+    assert_true(deu_seen);
+    response_free(&rs);
+    get("/v1/me", DEU_TOKEN, 200, &rs);
+    assert_string_equal(json_string_value(json_object_get(rs.json, "role")), "nation");
+    assert_string_equal(json_string_value(json_object_get(rs.json, "nation")), "DEU");
+    response_free(&rs);
+    /* No [partner] is configured here: its own id is unknown (404), another
+     * partner's is out of scope (403). */
+    get("/v1/partners/EU/summary", EU_TOKEN, 404, &rs);
+    response_free(&rs);
+    get("/v1/partners/UA/summary", EU_TOKEN, 403, &rs);
+    response_free(&rs);
+    get("/v1/partners/EU/summary", DEU_TOKEN, 403, &rs);
+    response_free(&rs);
+}
+
+/* Every route of the server's table is in the OpenAPI document it serves,
+ * with GET, and the document has no path the table lacks. */
+static void test_openapi_matches_route_table(void **state)
+{
+    (void)state;
+    struct response rs;
+    get("/v1/openapi.json", NULL, 200, &rs);
+    assert_non_null(rs.json);
+    assert_true(strncmp(json_string_value(json_object_get(rs.json, "openapi")), "3.", 2) == 0);
+    json_t *paths = json_object_get(rs.json, "paths");
+    assert_true(json_is_object(paths));
+    for (size_t i = 0; i < agg_api_route_count(); i++) {
+        const struct agg_api_route_info *r = agg_api_route(i);
+        json_t *item = json_object_get(paths, r->pattern);
+        if (item == NULL)
+            fail_msg("route %s is not in the OpenAPI document", r->pattern);
+        assert_string_equal(r->method, "GET");
+        assert_non_null(json_object_get(item, "get"));
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(paths, key, value) {
+        bool found = false;
+        for (size_t i = 0; i < agg_api_route_count(); i++)
+            if (strcmp(agg_api_route(i)->pattern, key) == 0)
+                found = true;
+        if (!found)
+            fail_msg("the OpenAPI document has %s, which the server does not serve", key);
+    }
+    assert_int_equal(json_object_size(paths), agg_api_route_count());
+    assert_null(agg_api_route(agg_api_route_count()));
+    response_free(&rs);
+}
+
+/* The present summary is cached per worker; a commit must show up (after
+ * at most AGG_API_CACHE_RECHECK_MS). Polls, no timing assertion. Runs last:
+ * it changes DEU's value. */
+static void test_cache_sees_commits(void **state)
+{
+    (void)state;
+    struct response rs;
+    struct agg_store *st = NULL;
+    struct rsl_error err = {0};
+    for (int i = 0; i < 4; i++) { /* warm both workers' caches */
+        get("/v1/summary", STAFF_TOKEN, 200, &rs);
+        assert_true(json_number_value(json_object_get(indicator_entry(rs.json), "max")) == 30.0);
+        response_free(&rs);
+    }
+    assert_int_equal(agg_store_open(fx.store, false, &st, &err), RSL_OK);
+    assert_int_equal(agg_store_begin(st, &err), RSL_OK);
+    append_report(st, "DEU-BMI-01", "DEU", 3, 40, fx.now - 60000);
+    assert_int_equal(agg_store_commit(st, &err), RSL_OK);
+    agg_store_close(&st);
+    bool seen = false;
+    for (int attempt = 0; attempt < 200 && !seen; attempt++) {
+        get("/v1/summary", STAFF_TOKEN, 200, &rs);
+        seen = json_number_value(json_object_get(indicator_entry(rs.json), "max")) == 40.0;
+        response_free(&rs);
+        if (!seen)
+            usleep(50 * 1000);
+    }
+    assert_true(seen);
+    /* Once the recheck interval has passed (a lower bound: waiting longer
+     * only makes it truer), every worker answers with the new value. */
+    usleep(2 * AGG_API_CACHE_RECHECK_MS * 1000);
+    for (int i = 0; i < 6; i++) {
+        get("/v1/summary?format=json", STAFF_TOKEN, 200, &rs);
+        assert_true(json_number_value(json_object_get(indicator_entry(rs.json), "max")) == 40.0);
+        response_free(&rs);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -884,6 +1130,12 @@ int main(void)
         cmocka_unit_test(test_concurrent_requests),
         cmocka_unit_test(test_stop_with_open_connections),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_csv_and_requirements),
+        cmocka_unit_test(test_history),
+        cmocka_unit_test(test_page_and_assets),
+        cmocka_unit_test(test_metrics_readyz_me_partner),
+        cmocka_unit_test(test_openapi_matches_route_table),
+        cmocka_unit_test(test_cache_sees_commits),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

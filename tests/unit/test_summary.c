@@ -23,6 +23,7 @@
 
 #include "rsl/taxonomy.h"
 #include "rsl/util.h"
+#include "aggregator/csv.h"
 #include "aggregator/summary.h"
 
 #define HOUR_MS INT64_C(3600000)
@@ -552,6 +553,208 @@ static void test_names(void **state)
     assert_string_equal(agg_req_status_name(RSL_STATUS_RED), "red");
 }
 
+/* ---- issue 5: history, requirements document, overview, CSV ------------ */
+
+/* History points equal the summary at each point's time: a.sum over
+ * AAA 4 (observed T0-50m), AAA 6 (T0-20m), BBB 10 (T0-90m, max_age 1 h),
+ * CCC 1 observed at T0-40m but offered last (a late arrival). */
+static void test_history_points_equal_summaries(void **state)
+{
+    struct fixture *fx = *state;
+    const int64_t min = 60000;
+    struct { const char *nation; double value; int64_t observed; } obs[] = {
+        {"AAA", 4, T0 - 50 * min}, {"AAA", 6, T0 - 20 * min},
+        {"BBB", 10, T0 - 90 * min}, {"CCC", 1, T0 - 40 * min},
+    };
+    int64_t points[7];
+    for (int k = 0; k < 7; k++)
+        points[k] = T0 - 60 * min + k * 10 * min; /* -60 .. 0 */
+    struct agg_history *h = NULL;
+    struct rsl_error err = {0};
+    assert_int_equal(agg_history_new(fx->tax, "a.sum", points, 7, &h), RSL_OK);
+    /* Offer each point what agg_store_history would: per nation, the
+     * latest observation at or before the point. */
+    for (int k = 0; k < 7; k++) {
+        for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++) {
+            if (obs[i].observed > points[k])
+                continue;
+            struct agg_value v = {.nation = obs[i].nation, .indicator = "a.sum", .unit = "n",
+                                  .agent_id = "A", .value = obs[i].value,
+                                  .observed_at_ms = obs[i].observed, .received_at_ms = T0};
+            assert_int_equal(agg_history_point_cb(h, (size_t)k, &v), RSL_OK);
+        }
+    }
+    assert_int_equal(agg_history_compute(h, &err), RSL_OK);
+    assert_int_equal(agg_history_n_points(h), 7);
+    assert_string_equal(agg_history_indicator(h)->id, "a.sum");
+    /* Hand-computed: -60: BBB 10 (30 min old) -> 10; -50: AAA 4 + BBB 10 ->
+     * 14; -40: + CCC 1 -> 15; -30: BBB exactly 60 min old, still current ->
+     * 15; -20: AAA 6, BBB stale -> 7; -10, 0: 7. */
+    const double want[7] = {10, 14, 15, 15, 7, 7, 7};
+    const size_t stale[7] = {0, 0, 0, 0, 1, 1, 1};
+    for (size_t k = 0; k < 7; k++) {
+        const struct agg_indicator_summary *r = agg_history_result(h, k);
+        assert_non_null(r);
+        assert_true(r->has_value);
+        assert_true(r->value == want[k]);
+        assert_int_equal(r->nations_stale, stale[k]);
+        /* Equal to a full summary at that time computed from a snapshot
+         * holding the same latest observations. */
+        struct agg_snapshot *snap = NULL;
+        assert_int_equal(agg_snapshot_new(fx->tax, &snap), RSL_OK);
+        for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++) {
+            if (obs[i].observed > points[k])
+                continue;
+            struct agg_value v = {.nation = obs[i].nation, .indicator = "a.sum", .unit = "n",
+                                  .agent_id = "A", .value = obs[i].value,
+                                  .observed_at_ms = obs[i].observed, .received_at_ms = T0};
+            agg_snapshot_add(snap, &v);
+        }
+        struct agg_summary *sum = NULL;
+        assert_int_equal(agg_summary_compute(snap, points[k], &sum, &err), RSL_OK);
+        const struct agg_indicator_summary *e = &sum->indicators[IND_SUM];
+        assert_true(e->value == r->value && e->min == r->min && e->max == r->max &&
+                    e->median == r->median);
+        assert_int_equal(e->nations_reporting, r->nations_reporting);
+        assert_int_equal(e->nations_missing, r->nations_missing);
+        assert_memory_equal(e->status_counts, r->status_counts, sizeof(e->status_counts));
+        agg_summary_free(&sum);
+        agg_snapshot_free(&snap);
+    }
+    assert_null(agg_history_result(h, 7));
+    json_t *doc = agg_history_to_json(h, points[0], points[6], 10 * min);
+    assert_non_null(doc);
+    assert_int_equal(json_array_size(json_object_get(doc, "points")), 7);
+    assert_int_equal(json_integer_value(json_object_get(doc, "step_ms")), 10 * min);
+    json_decref(doc);
+    struct agg_buf buf = {0};
+    agg_csv_history(&buf, h);
+    assert_false(buf.failed);
+    assert_non_null(strstr(buf.data, "at,indicator,value,"));
+    assert_non_null(strstr(buf.data, ",a.sum,14,4,"));
+    agg_buf_free(&buf);
+    agg_history_free(&h);
+    agg_history_free(&h); /* NULL-safe */
+
+    /* Limits: unknown indicator, no points, too many points. */
+    assert_int_equal(agg_history_new(fx->tax, "nope", points, 7, &h), RSL_ENOENT);
+    assert_int_equal(agg_history_new(fx->tax, "a.sum", points, 0, &h), RSL_EINVAL);
+    assert_int_equal(agg_history_new(fx->tax, "a.sum", points, AGG_HISTORY_MAX_POINTS + 1, &h),
+                     RSL_EINVAL);
+    assert_null(h);
+}
+
+/* What a nation principal gets: alliance counts, but only its own name in
+ * the stale/missing lists and the per-nation statuses. */
+static void test_only_nation_views(void **state)
+{
+    struct fixture *fx = *state;
+    current(fx, "AAA", "a.sum", 12);
+    offer(fx, "BBB", "a.sum", 12, T0 - 3 * HOUR_MS, T0 - 3 * HOUR_MS, "B"); /* stale */
+    struct agg_summary *s = compute(fx, T0);
+    json_t *doc = agg_summary_to_json(s, "AAA");
+    json_t *a = json_array_get(json_object_get(doc, "indicators"), IND_SUM);
+    assert_int_equal(json_integer_value(json_object_get(a, "nations_stale")), 1);
+    assert_int_equal(json_integer_value(json_object_get(a, "nations_missing")), 2);
+    assert_int_equal(json_array_size(json_object_get(a, "stale")), 0);
+    assert_int_equal(json_array_size(json_object_get(a, "missing")), 0);
+    json_decref(doc);
+    doc = agg_summary_to_json(s, "CCC"); /* CCC is missing: it sees itself listed */
+    a = json_array_get(json_object_get(doc, "indicators"), IND_SUM);
+    assert_int_equal(json_array_size(json_object_get(a, "missing")), 1);
+    json_decref(doc);
+
+    doc = agg_requirements_to_json(s, "AAA");
+    json_t *reqs = json_object_get(doc, "requirements");
+    assert_int_equal(json_array_size(reqs), AGG_N_REQUIREMENTS);
+    json_t *br1 = json_array_get(reqs, 0);
+    assert_int_equal(json_object_size(json_object_get(br1, "nations")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(br1, "nations"), "AAA")),
+                        "green");
+    assert_int_equal(json_integer_value(json_object_get(doc, "at_ms")), T0);
+    json_decref(doc);
+
+    struct agg_buf buf = {0};
+    agg_csv_requirements(&buf, s, "AAA");
+    assert_non_null(strstr(buf.data, "at,requirement,indicators,green,amber,red,no_data,AAA\r\n"));
+    assert_null(strstr(buf.data, "BBB"));
+    agg_buf_free(&buf);
+    agg_csv_requirements(&buf, s, NULL);
+    assert_non_null(strstr(buf.data, ",no_data,AAA,BBB,CCC,DDD\r\n"));
+    agg_buf_free(&buf);
+    agg_csv_summary(&buf, s);
+    assert_non_null(strstr(buf.data, ",a.sum,BR1,n,higher_is_better,sum,12,12,12,12,1,1,2,1,0,0\r\n"));
+    /* No current value: empty fields, not zeros. */
+    assert_non_null(strstr(buf.data, ",b.mean,BR1,pct,lower_is_better,mean,,,,,0,0,4,0,0,0\r\n"));
+    agg_buf_free(&buf);
+    agg_summary_free(&s);
+}
+
+static int agent_row(struct agg_overview *ov, const char *agent, const char *nation,
+                     int64_t last_seen, int64_t reports)
+{
+    struct agg_agent_row row = {.agent_id = agent, .nation = nation, .last_sequence = 7,
+                                .last_seen_ms = last_seen, .reports = reports};
+    return agg_overview_agent_cb(ov, &row);
+}
+
+static void test_overview(void **state)
+{
+    struct fixture *fx = *state;
+    current(fx, "AAA", "a.sum", 12);
+    offer(fx, "AAA", "b.mean", 10, T0 - 3 * HOUR_MS, T0 - 3 * HOUR_MS, "A"); /* stale */
+    struct agg_overview *ov = NULL;
+    assert_int_equal(agg_overview_new(fx->snap, T0, &ov), RSL_OK);
+    assert_int_equal(agent_row(ov, "AAA-1", "AAA", T0 - 1000, 5), RSL_OK);
+    assert_int_equal(agent_row(ov, "AAA-2", "AAA", T0 - 9000, 1), RSL_OK);
+    assert_int_equal(agent_row(ov, "ZZZ-1", "ZZZ", T0, 1), RSL_OK); /* not in the list: ignored */
+    assert_int_equal(agg_overview_n_nations(ov), 4);
+    const struct agg_overview_nation *a = agg_overview_nation_at(ov, NAT_AAA);
+    assert_int_equal(a->n_agents, 2);
+    assert_int_equal(a->last_report_ms, T0 - 1000);
+    assert_int_equal(a->last_observed_ms, T0 - 60000);
+    assert_int_equal(a->counts[AGG_STATE_CURRENT], 1);
+    assert_int_equal(a->counts[AGG_STATE_STALE], 1);
+    assert_int_equal(a->counts[AGG_STATE_MISSING], 3);
+    assert_null(agg_overview_nation_at(ov, 4));
+    json_t *doc = agg_overview_to_json(ov);
+    json_t *n0 = json_array_get(json_object_get(doc, "nations"), 0);
+    assert_string_equal(json_string_value(json_object_get(n0, "nation")), "AAA");
+    assert_int_equal(json_array_size(json_object_get(n0, "agents")), 2);
+    json_t *n1 = json_array_get(json_object_get(doc, "nations"), 1);
+    assert_true(json_is_null(json_object_get(n1, "last_report")));
+    assert_int_equal(json_array_size(json_object_get(n1, "agents")), 0);
+    json_decref(doc);
+    struct agg_buf buf = {0};
+    agg_csv_overview(&buf, ov);
+    assert_non_null(strstr(buf.data, ",AAA,Alpha,"));
+    assert_non_null(strstr(buf.data, ",BBB,Bravo,,,0,0,0,5\r\n"));
+    agg_buf_free(&buf);
+    agg_overview_free(&ov);
+    agg_overview_free(&ov);
+}
+
+/* RFC 4180 quoting of hostile text, and the buffer's failure latch. */
+static void test_csv_fields(void **state)
+{
+    (void)state;
+    struct agg_buf buf = {0};
+    agg_csv_field(&buf, "plain");
+    agg_csv_field(&buf, "|");
+    agg_csv_field(&buf, "a,b");
+    agg_csv_field(&buf, "say \"hi\"");
+    agg_csv_field(&buf, "two\r\nlines");
+    agg_csv_field(&buf, NULL);
+    assert_string_equal(buf.data, "plain|\"a,b\"\"say \"\"hi\"\"\"\"two\r\nlines\"");
+    agg_buf_printf(&buf, "%d", 42);
+    assert_int_equal(buf.len, strlen(buf.data));
+    agg_buf_free(&buf);
+    assert_null(buf.data);
+    buf.failed = true; /* once failed, appends do nothing */
+    agg_buf_puts(&buf, "x");
+    assert_null(buf.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -566,6 +769,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_summary_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_is_null, setup, teardown),
         cmocka_unit_test(test_names),
+        cmocka_unit_test_setup_teardown(test_history_points_equal_summaries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_nation_views, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overview, setup, teardown),
+        cmocka_unit_test(test_csv_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
