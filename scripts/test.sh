@@ -6,13 +6,15 @@
 #   3. the same in build-asan/ with -DRESILIENCE_SANITIZE=ON (ASan + UBSan,
 #      LeakSanitizer on)
 #   4. the demo in smoke mode (scripts/demo.sh --smoke) so it cannot rot
+#   5. the Debian packages (tests/packaging/test_packages.sh; as root only)
 #
 # Every step runs even when an earlier one failed (except tests of a build
 # that failed), so one run shows all problems; the summary at the end lists
 # each step and the script exits non-zero if any failed.
 #
 # Options (environment): RSL_TEST_JOBS (parallel build/test jobs, default
-# nproc), RSL_SKIP_ASAN=1, RSL_SKIP_DEMO=1 to leave a step out locally.
+# nproc), RSL_SKIP_ASAN=1, RSL_SKIP_DEMO=1, RSL_SKIP_PACKAGE=1 to leave a
+# step out locally.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +90,19 @@ if [ "${RSL_SKIP_DEMO:-0}" != 1 ]; then
     else
         record "demo smoke run" 1 "NOT RUN (no binaries)"
         echo "---- demo smoke run skipped: build/ has no binaries"
+    fi
+fi
+
+# The Debian packages: build, lintian, install, run, upgrade and purge them
+# system-wide (tests/packaging/test_packages.sh). That needs root, as in CI
+# (a throwaway machine); elsewhere the step is skipped.
+if [ "${RSL_SKIP_PACKAGE:-0}" != 1 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        step "packages" bash "$ROOT/tests/packaging/test_packages.sh"
+    else
+        STEP_NAMES+=("packages")
+        STEP_RESULTS+=("SKIPPED (needs root)")
+        echo "---- packages skipped: needs root (it installs packages system-wide)"
     fi
 fi
 
