@@ -130,13 +130,17 @@ def _die_with_parent():
 class Daemon:
     """One started program; stderr goes to a log file in the test folder."""
 
-    def __init__(self, name, cmd, log_path, cwd):
+    def __init__(self, name, cmd, log_path, cwd, env=None):
         self.name = name
         self.cmd = cmd
         self.log_path = log_path
         self.log = open(log_path, "ab")
+        full_env = None
+        if env:
+            full_env = dict(os.environ)
+            full_env.update(env)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     stdin=subprocess.DEVNULL, cwd=cwd,
+                                     stdin=subprocess.DEVNULL, cwd=cwd, env=full_env,
                                      preexec_fn=_die_with_parent)
         self.expected_dead = False  # set when a test kills it on purpose
         self.returncode = None
@@ -292,8 +296,29 @@ class Harness:
         os.chmod(key, 0o600)
         return crt, key
 
+    def make_cert(self, name, cn="localhost"):
+        """Another self-signed P-256 certificate for 127.0.0.1/localhost
+        (e.g. for an HTTPS server a test runs); returns (crt, key)."""
+        d = self.path("certs")
+        os.makedirs(d, exist_ok=True)
+        key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=" + cn,
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check_rc=0)
+        os.chmod(key, 0o600)
+        return crt, key
+
+    @staticmethod
+    def public_key_pin(crt):
+        """libcurl's CURLOPT_PINNEDPUBLICKEY form of a certificate's key:
+        "sha256//" + base64 of SHA-256 of the SubjectPublicKeyInfo DER."""
+        import base64
+        pem = run(["openssl", "x509", "-in", crt, "-noout", "-pubkey"], check_rc=0).stdout
+        der = base64.b64decode("".join(l for l in pem.splitlines() if not l.startswith("-----")))
+        return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
     # --- aggregator -----------------------------------------------------
-    def setup_aggregator(self, extra_ingest="", extra="", tokens=None):
+    def setup_aggregator(self, extra_ingest="", extra="", tokens=None, log_level="debug"):
         """Generate the aggregator's keys, TLS and tokens; write its config.
 
         tokens: {name: role}; a staff token is always made. Returns the
@@ -339,11 +364,11 @@ class Harness:
             "nations = %(nations)s\n\n"
             "%(tokens)s"
             "[log]\n"
-            "level = debug\n"
+            "level = %(log_level)s\n"
             "%(extra)s\n"
         ) % {"zmq_port": zmq_port, "https_port": https_port, "indicators": self.indicators,
              "nations": self.nations, "tokens": token_sections, "extra_ingest": extra_ingest,
-             "extra": extra}
+             "extra": extra, "log_level": log_level}
         self.agg["conf"] = self.write("aggregator.conf", conf)
         return self.agg["conf"]
 
@@ -395,8 +420,10 @@ class Harness:
         agent["conf"] = p
         return p
 
-    def start_agent(self, agent, wait_ready=True):
-        d = self.start("agent-" + agent["id"], [self.agent_bin, "-c", agent["conf"]])
+    def start_agent(self, agent, wait_ready=True, env=None):
+        """Start the agent daemon; env: extra environment variables (its
+        exec collectors inherit them)."""
+        d = self.start("agent-" + agent["id"], [self.agent_bin, "-c", agent["conf"]], env=env)
         if wait_ready:
             d.wait_log("ready")
         agent["daemon"] = d
@@ -410,9 +437,9 @@ class Harness:
             return []
 
     # --- processes ------------------------------------------------------
-    def start(self, name, cmd):
+    def start(self, name, cmd, env=None):
         log = self.path("%s.%d.log" % (name, len(self.daemons)))
-        d = Daemon(name, cmd, log, self.tmp)
+        d = Daemon(name, cmd, log, self.tmp, env=env)
         self.daemons.append(d)
         return d
 
@@ -551,6 +578,199 @@ def find_entries(doc, key, value):
     return found
 
 
+# --- agent helpers: CLI, spool, identifiable collectors ------------------------
+
+def agent_cli(h, agent, *args, check_rc=None, env=None, timeout=60 * SLOW):
+    """Run `resilience-agent -c CONF ARGS...` (submit, status, --once...)."""
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    r = run([h.agent_bin, "-c", agent["conf"]] + list(args), check_rc=check_rc,
+            timeout=timeout, env=full_env)
+    for m in SANITIZER_MARKERS:
+        check(m not in r.stderr, "resilience-agent %s: %r in its output:\n%s" % (
+            " ".join(args), m, r.stderr[-3000:]))
+    return r
+
+
+def agent_status(h, agent):
+    """`resilience-agent status --json`, parsed."""
+    r = agent_cli(h, agent, "status", "--json", check_rc=0)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise TestFailure("status --json printed no JSON: %r (stderr %r)" % (r.stdout, r.stderr))
+
+
+def status_number(st, *names):
+    """The first of `names` present in a status document, searched at the top
+    level and one level down (e.g. {"spool": {"depth": 3}} answers "depth");
+    names may also be dotted paths ("spool.depth")."""
+    for name in names:
+        if "." in name:
+            cur = st
+            for part in name.split("."):
+                cur = cur.get(part) if isinstance(cur, dict) else None
+            if cur is not None:
+                return cur
+            continue
+        if isinstance(st, dict) and name in st:
+            return st[name]
+        for v in (st.values() if isinstance(st, dict) else ()):
+            if isinstance(v, dict) and name in v:
+                return v[name]
+    raise TestFailure("status has none of %r: %s" % (names, json.dumps(st)))
+
+
+def spool_sequences(agent, sub="pending"):
+    """Sequences of the entries in <spool>/<sub>/ (names %020d.rpt)."""
+    d = os.path.join(agent["spool"], sub)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n[:-4]) for n in names if n.endswith(".rpt") and n[:-4].isdigit())
+
+
+def spool_names(agent, sub):
+    try:
+        return sorted(os.listdir(os.path.join(agent["spool"], sub)))
+    except FileNotFoundError:
+        return []
+
+
+def spool_entry_path(agent, sequence, sub="pending"):
+    return os.path.join(agent["spool"], sub, "%020d.rpt" % sequence)
+
+
+def spool_pending_bytes(agent, on_disk=False):
+    """Total size of pending/: the files' lengths, or (on_disk) the space
+    they take (allocated blocks)."""
+    d = os.path.join(agent["spool"], "pending")
+    total = 0
+    for n in spool_names(agent, "pending"):
+        try:
+            st = os.stat(os.path.join(d, n))
+        except FileNotFoundError:
+            continue  # acked and removed meanwhile
+        total += st.st_blocks * 512 if on_disk else st.st_size
+    return total
+
+
+def sequence_file(agent):
+    """The persisted counter (<spool>/sequence: the next free number), or
+    None while it does not exist."""
+    try:
+        with open(os.path.join(agent["spool"], "sequence")) as f:
+            return int(f.read().strip())
+    except FileNotFoundError:
+        return None
+
+
+def stored_values(h, agent_id, indicator):
+    """[(value, sequence)] of every stored measurement of `indicator` sent
+    by `agent_id`, excluded or not."""
+    if not os.path.exists(h.agg["store"]):
+        return []
+    return h.store_query(
+        "SELECT m.value, r.sequence FROM measurements m JOIN reports r ON m.report_id = r.id"
+        " WHERE r.agent_id = ? AND m.indicator = ? ORDER BY r.sequence", (agent_id, indicator))
+
+
+# A valid indicator used to make reports big (duplicates in one report are
+# allowed; the latest observation wins `current`, which no test looks at).
+PAD_LINE = "info.trust_official_info_pct 50 pct"
+
+
+class CounterCollector:
+    """An exec collector whose every run reports the next value of its own
+    counter (1, 2, 3 ...) as `indicator`, and first appends "VALUE RUN" to
+    its log (RUN: the RSL_RUN environment variable the test gave the agent
+    it ran under). So every report is identifiable, and the test knows
+    every value that was ever produced, including ones the agent never
+    spooled because it was killed first.
+
+    The counter is guarded by flock: a collector orphaned by a kill -9 may
+    still be running when the next agent starts the next run. When the
+    common STOP file exists, runs print only a comment (no report).
+    pad: extra measurement lines to make each report larger."""
+
+    def __init__(self, h, name, indicator, unit, pad=0):
+        self.h = h
+        self.name = name
+        self.indicator = indicator
+        self.log = h.path("collectors", "%s.produced" % name)
+        state = h.path("collectors", "%s.state" % name)
+        stop = stop_file(h)
+        pad_cmd = ""
+        if pad:
+            pad_cmd = "i=0\nwhile [ $i -lt %d ]; do echo '%s'; i=$((i+1)); done\n" % (
+                pad, PAD_LINE)
+        self.script = h.write("collectors/%s.sh" % name, (
+            "#!/bin/sh\n"
+            "# counter collector %(name)s: every run reports the next number\n"
+            "if [ -e '%(stop)s' ]; then echo '# stopped'; exit 0; fi\n"
+            "exec 9>>'%(state)s.lock'\n"
+            "flock 9\n"
+            "n=$(cat '%(state)s' 2>/dev/null || echo 0)\n"
+            "n=$((n + 1))\n"
+            "echo $n > '%(state)s.tmp' && mv '%(state)s.tmp' '%(state)s'\n"
+            "echo \"$n ${RSL_RUN:-0}\" >> '%(log)s'\n"
+            "exec 9>&-\n"
+            "echo \"%(indicator)s $n %(unit)s\"\n"
+            "%(pad)s") % {"name": name, "stop": stop, "state": state, "log": self.log,
+                          "indicator": indicator, "unit": unit, "pad": pad_cmd}, mode=0o755)
+
+    def conf(self, interval="1s", timeout="10s"):
+        return {"type": "exec", "interval": interval, "command": self.script,
+                "timeout": timeout}
+
+    def produced(self):
+        """[(value, run)] in the order produced."""
+        out = []
+        try:
+            with open(self.log) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2:
+                        out.append((int(parts[0]), parts[1]))
+        except FileNotFoundError:
+            pass
+        return out
+
+    def stored(self, agent_id):
+        """[(value, sequence)] as stored at the aggregator."""
+        return [(int(v), s) for v, s in stored_values(self.h, agent_id, self.indicator)]
+
+
+def stop_file(h):
+    return h.path("collectors", "STOP")
+
+
+def stop_counters(h):
+    """Make every CounterCollector stop reporting (runs print a comment)."""
+    os.makedirs(os.path.dirname(stop_file(h)), exist_ok=True)
+    with open(stop_file(h), "w") as f:
+        f.write("stop\n")
+
+
+def counters_quiet(h, collectors, settle=2.5):
+    """After stop_counters: wait until no counter has produced anything for
+    `settle` seconds (a run already past the STOP check finishes first)."""
+    last = [None]
+    since = [time.monotonic()]
+
+    def cond():
+        now = [len(c.produced()) for c in collectors]
+        if now != last[0]:
+            last[0] = now
+            since[0] = time.monotonic()
+            return False
+        return time.monotonic() - since[0] >= settle
+    wait_for(cond, "the counter collectors to go quiet", interval=0.2)
+
+
 def run_tests(namespace, only=None):
     """Run every test_* function in `namespace` (a module's globals()), each
     with a fresh Harness; print one line per test and a final
@@ -595,3 +815,179 @@ def run_tests(namespace, only=None):
         sys.stdout.flush()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed or not tests else 0)
+
+
+# --- aggregator ingest counters (appended by ingest4, issue 4) ------------------
+
+def parse_prometheus(text):
+    """Prometheus text format -> {(name, ((label, value), ...)): float}."""
+    import re
+    samples = {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            continue
+        labels = tuple(sorted(label_re.findall(m.group(3) or "")))
+        try:
+            samples[(m.group(1), labels)] = float(m.group(4))
+        except ValueError:
+            pass
+    return samples
+
+
+# Counter keys of ingest_counters() and where each is found in /metrics.
+_INGEST_METRICS = {
+    "accepted": ("resilience_reports_accepted_total", ()),
+    "duplicate": ("resilience_reports_duplicate_total", ()),
+    "disconnected": ("resilience_ingest_connection_events_total", (("event", "disconnected"),)),
+}
+
+
+def ingest_counters(h, daemon=None):
+    """The aggregator's ingest counters as a dict: "accepted", "duplicate",
+    "rejected:<reason>", "retry_later:<cause>", "excluded:<reason>",
+    "disconnected". Read from GET /metrics where it has the sample (the
+    process-wide counters, source "metrics"), otherwise tallied from the
+    aggregator's log (level debug; one line per verdict), so the tests work
+    whichever way the metrics endpoint exposes them. Returns (dict, source
+    of each key)."""
+    import re
+    daemon = daemon or h.aggregator
+    samples = {}
+    try:
+        code, body = h.https("/metrics")
+        if code == 200:
+            samples = parse_prometheus(body)
+    except TestFailure:
+        samples = {}
+    # From the log: what the aggregator said about each report.
+    log = {}
+    text = daemon.log_text()
+
+    def bump(key, n=1):
+        log[key] = log.get(key, 0) + n
+    for line in text.splitlines():
+        m = re.search(r"rejected report from .* sequence \d+: ([a-z_]+):", line)
+        if m:
+            bump("rejected:" + m.group(1))
+        if "EQUIVOCATION by agent" in line:
+            bump("rejected:equivocation")
+        if re.search(r" accepted \S+/\d+ ", line):
+            bump("accepted")
+            bump("excluded:unknown_indicator", line.count(": unknown indicator"))
+            bump("excluded:unit_mismatch", line.count("is not the taxonomy unit"))
+            bump("excluded:future_observation", line.count("observed_at_ms is in the future"))
+        if re.search(r" duplicate \S+/\d+", line):
+            bump("duplicate")
+        if "connection closed (fd" in line:
+            bump("disconnected")
+        m = re.search(r"retry later \S+: ", line)
+        if m:
+            bump("retry_later:other")
+    counts, source = dict(log), {k: "log" for k in log}
+    for (name, labels), value in samples.items():
+        key = None
+        for k, (mname, mlabels) in _INGEST_METRICS.items():
+            if name == mname and labels == mlabels:
+                key = k
+        if name == "resilience_reports_rejected_total" and labels and labels[0][0] == "reason":
+            key = "rejected:" + labels[0][1]
+        if name == "resilience_reports_retry_later_total" and labels and labels[0][0] == "reason":
+            key = "retry_later:" + labels[0][1]
+        if name == "resilience_measurements_excluded_total" and labels and labels[0][0] == "reason":
+            key = "excluded:" + labels[0][1]
+        if key is not None:
+            counts[key] = int(value)
+            source[key] = "metrics"
+    return counts, source
+
+
+# --- HTTPS API helpers (api5: tests/integration/test_api_*.py, test_dashboard.py)
+
+def api_request(h, path, token="staff", headers=None, method="GET", cert=None, key=None,
+                timeout=None):
+    """One HTTPS request with Python's http.client, the server verified
+    against the harness certificate. token: a name in h.tokens, a literal
+    token, or None; cert/key: a client certificate. Returns (status, headers
+    with lower-case names, body bytes)."""
+    import http.client
+    import ssl
+    ctx = ssl.create_default_context(cafile=h.agg["cert"])
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    conn = http.client.HTTPSConnection("127.0.0.1", h.agg["https_port"], context=ctx,
+                                       timeout=timeout or 30 * SLOW)
+    hdrs = dict(headers or {})
+    tok = h.tokens.get(token, token) if token else None
+    if tok:
+        hdrs["Authorization"] = "Bearer " + tok
+    try:
+        conn.request(method, path, headers=hdrs)
+        r = conn.getresponse()
+        body = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def api_json(h, path, token="staff", want=200, **kw):
+    """GET path, check the status, return the parsed JSON body."""
+    status, _, body = api_request(h, path, token=token, **kw)
+    check(status == want, "GET %s: HTTP %d (wanted %d): %s" % (path, status, want, body[:400]))
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise TestFailure("GET %s: not JSON: %r" % (path, body[:400]))
+
+
+def api_use_taxonomy(h, indicators_csv, nations_csv):
+    """Write a test taxonomy into the test folder and make the next
+    setup_aggregator use it."""
+    h.indicators = h.write("taxonomy/indicators.csv", indicators_csv)
+    h.nations = h.write("taxonomy/nations.csv", nations_csv)
+
+
+def api_send(h, agent, measures, observed_at_ms, seq):
+    """One signed report through rsl_probe with `measures` ({indicator:
+    (value, unit)}) observed at `observed_at_ms`; checks it is ACCEPTED."""
+    args = ["--seq", str(seq), "--observed-at", str(int(observed_at_ms))]
+    for ind, (value, unit) in measures.items():
+        args += ["--measure", "%s=%r:%s" % (ind, float(value), unit)]
+    status, detail = h.probe_one(*args, agent=agent)
+    check(status == "ACCEPTED", "report %s/%d: %s %s" % (agent["id"], seq, status, detail))
+
+
+def api_client_ca(h, name="client-ca"):
+    """A CA for client certificates; returns (crt, key)."""
+    d = h.path("clientpki")
+    os.makedirs(d, exist_ok=True)
+    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/O=Test/CN=" + name,
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"], check_rc=0)
+    os.chmod(key, 0o600)
+    return crt, key
+
+
+def api_client_cert(h, ca, name, subject):
+    """A client certificate signed by `ca` ((crt, key)) with the OpenSSL
+    -subj form `subject` ("/C=DE/O=Ministry/CN=x"). Returns (crt, key, the
+    subject in RFC 2253 form as a [client] section names it)."""
+    d = h.path("clientpki")
+    key, csr, crt = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".crt"))
+    ext = h.write("clientpki/%s.ext" % name,
+                  "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                  "extendedKeyUsage=clientAuth\n")
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", csr, "-subj", subject], check_rc=0)
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
+         "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext], check_rc=0)
+    os.chmod(key, 0o600)
+    r = run(["openssl", "x509", "-in", crt, "-noout", "-subject", "-nameopt", "RFC2253"],
+            check_rc=0)
+    return crt, key, r.stdout.strip().split("=", 1)[1].strip()
