@@ -413,17 +413,6 @@ static void set_csv(struct agg_api_response *rs, struct agg_buf *buf)
 
 /* ---- query strings ------------------------------------------------------ */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode src[0..len) into out (NUL-terminated). '+' stays '+': the
  * query is RFC 3986, not a form, so "at=...+01:00" means what it says.
  * Rejects bad escapes, control characters and NUL, and over-long values. */
@@ -435,8 +424,8 @@ static int percent_decode(const char *src, size_t len, char *out, size_t outlen)
         if (c == '%') {
             if (i + 2 >= len)
                 return -1;
-            int hi = hex_value(src[i + 1]);
-            int lo = hex_value(src[i + 2]);
+            int hi = rsl_hex_digit(src[i + 1]);
+            int lo = rsl_hex_digit(src[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = hi * 16 + lo;

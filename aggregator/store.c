@@ -724,8 +724,7 @@ void agg_store_rollback(struct agg_store *st)
     st->in_transaction = false;
 }
 
-/* Join releasable_to ids with commas (ids are [A-Za-z0-9_-], so no escaping). */
-static void join_releasable(const rsl_measurement *m, char *out, size_t outlen)
+void agg_store_join_releasable(const rsl_measurement *m, char *out, size_t outlen)
 {
     size_t off = 0;
     out[0] = '\0';
@@ -789,7 +788,7 @@ static int insert_measurements(struct agg_store *st, const struct agg_report_in 
         const rsl_measurement *m = r->measurements[i];
         bool excluded = in->excluded != NULL && in->excluded[i];
         const char *unit = m->unit != NULL ? m->unit : "";
-        join_releasable(m, releasable, sizeof(releasable));
+        agg_store_join_releasable(m, releasable, sizeof(releasable));
 
         sqlite3_stmt *s = st->stmt[ST_INSERT_MEASUREMENT];
         sqlite3_bind_int64(s, 1, report_id);

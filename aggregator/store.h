@@ -202,4 +202,10 @@ typedef int (*agg_point_value_cb)(void *ctx, size_t point, const struct agg_valu
 int agg_store_history(struct agg_store *store, const char *indicator, const int64_t *points,
                       size_t n_points, agg_point_value_cb cb, void *ctx, struct rsl_error *err);
 
+/* The form in which a measurement's releasable_to list is stored: ids
+ * joined by commas (ids are [A-Za-z0-9_-], so no escaping). Exposed so that
+ * `resilience-ctl audit` compares stored rows with signed reports the same
+ * way the store wrote them. */
+void agg_store_join_releasable(const rsl_measurement *m, char *out, size_t outlen);
+
 #endif

@@ -131,19 +131,6 @@ static void report_fail(struct audit *a, const struct agg_stored_report *r,
                reason_names[reason], detail);
 }
 
-static void join_releasable(const rsl_measurement *m, char *out, size_t outlen)
-{
-    size_t off = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < m->n_releasable_to && off < outlen; i++) {
-        int n = snprintf(out + off, outlen - off, "%s%s", i > 0 ? "," : "",
-                         m->releasable_to[i] != NULL ? m->releasable_to[i] : "");
-        if (n < 0)
-            break;
-        off += (size_t)n;
-    }
-}
-
 static const char *or_empty(const char *s)
 {
     return s != NULL ? s : "";
@@ -165,7 +152,7 @@ static bool rows_match(const struct agg_stored_report *r, const rsl_report *rep,
         const rsl_measurement *m = rep->measurements[i];
         const struct agg_stored_measurement *row = &r->measurements[i];
         const char *field = NULL;
-        join_releasable(m, releasable, sizeof(releasable));
+        agg_store_join_releasable(m, releasable, sizeof(releasable));
         if (row->idx != (int64_t)i)
             field = "idx";
         else if (strcmp(row->indicator, or_empty(m->indicator)) != 0)

@@ -465,7 +465,7 @@ void rsl_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int hex_value(char c)
+int rsl_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -481,8 +481,8 @@ int rsl_hex_decode(const char *hex, uint8_t *out, size_t outlen)
     if (strlen(hex) != 2 * outlen)
         return RSL_EINVAL;
     for (size_t i = 0; i < outlen; i++) {
-        int hi = hex_value(hex[2 * i]);
-        int lo = hex_value(hex[2 * i + 1]);
+        int hi = rsl_hex_digit(hex[2 * i]);
+        int lo = rsl_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return RSL_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -55,6 +55,8 @@ void rsl_format_time_ms(int64_t ms, char *out, size_t outlen);
 
 /* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
 void rsl_hex_encode(const uint8_t *in, size_t len, char *out);
+/* Value of one hex digit (either case), or -1. */
+int rsl_hex_digit(char c);
 /* Exactly `outlen` bytes from 2*outlen hex characters (either case). */
 int rsl_hex_decode(const char *hex, uint8_t *out, size_t outlen);
 

@@ -11,6 +11,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,14 +41,6 @@ struct fixture {
     struct rsl_error err;
 };
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -70,7 +64,7 @@ static int teardown(void **state)
     agg_config_free(&f->cfg);
     agg_registry_release(&f->reg);
     rsl_taxonomy_free(&f->tax);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(f->dir);
     free(f);
     return 0;
 }

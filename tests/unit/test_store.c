@@ -14,6 +14,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -36,14 +38,6 @@ struct fixture {
     struct agg_store *store;
 };
 
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -63,7 +57,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     agg_store_close(&f->store);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rsl_test_rmtree(f->dir);
     free(f);
     return 0;
 }
