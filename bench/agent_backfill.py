@@ -103,6 +103,9 @@ def main():
     ap.add_argument("--reports", type=int, default=100000)
     ap.add_argument("--agent-window", type=int, default=WINDOW,
                     help="the agent's [agent] window (default %d, the agent's default)" % WINDOW)
+    ap.add_argument("--diagnose-nofsync", action="store_true",
+                    help="diagnosis only: run the agent with nofsync.so preloaded, to see how "
+                    "much of the drain time its fsyncs take (not a valid configuration)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     n = args.reports
@@ -140,7 +143,10 @@ def main():
         print("  spool filled: %d reports pending (%.0f s)" % (pending, time.monotonic() - t))
         h.start_aggregator()
         t = time.monotonic()
-        d = h.start_agent(agent)
+        d = h.start_agent(agent, env={"LD_PRELOAD": tools["nofsync"]}
+                          if args.diagnose_nofsync else None)
+        if args.diagnose_nofsync:
+            print("  DIAGNOSIS RUN: the agent's fsyncs are disabled")
         harness.wait_for(
             lambda: not os.listdir(os.path.join(agent["spool"], "pending")) and
             len(h.store_reports(agent["id"])) >= pending,
