@@ -503,11 +503,15 @@ int ctl_cmd_token(struct ctl_ctx *ctx)
         return ctl_usage_error(ctx, "--role '%s': must be staff, nation:XXX or partner:ID", role);
     /* 256 bits from the OS-seeded CSPRNG: guessing is hopeless, so the
      * aggregator may compare plain SHA-256 hashes (no slow KDF needed). */
-    if (RAND_bytes(random, sizeof(random)) != 1)
-        return ctl_fail(ctx, "no random bytes from OpenSSL RAND_bytes");
-
-    /* base64url without padding: safe in headers, URLs and shells. */
-    rsl_base64_encode(random, sizeof(random), token);
+    /* base64url without padding: safe in headers, URLs and shells. A token
+     * starting with '-' would read as an option on every command line it is
+     * pasted into (`hash-token`, `curl -H`), so such draws are repeated: the
+     * first character loses 1 of 64 values, the token keeps > 255 bits. */
+    do {
+        if (RAND_bytes(random, sizeof(random)) != 1)
+            return ctl_fail(ctx, "no random bytes from OpenSSL RAND_bytes");
+        rsl_base64_encode(random, sizeof(random), token);
+    } while (token[0] == '+');
     rsl_secure_zero(random, sizeof(random));
     for (char *p = token; *p != '\0'; p++) {
         if (*p == '+')

@@ -655,6 +655,15 @@ static void test_token(void **state)
     assert_string_not_equal(t1, t2);
     run_free(&r);
 
+    /* No token starts with '-' (it would read as an option wherever it is
+     * pasted): 300 draws miss a 1-in-64 first character with p < 0.01%. */
+    for (int i = 0; i < 300; i++) {
+        r = ctl_run("token", NULL);
+        expect_success(&r);
+        assert_true(r.out[0] != '-');
+        run_free(&r);
+    }
+
     /* hash-token agrees with the printed line, argument and stdin forms. */
     r = ctl_run("hash-token", t1, NULL);
     expect_success(&r);
