@@ -1725,26 +1725,39 @@ static void verify_some(struct worker *w)
     agg_registry_release(&reg);
 }
 
-static void *worker_main(void *arg)
+/* The loop of a pipeline thread: run `work` whenever `in` has jobs, until
+ * the STOP message arrives on `stop` (what is still queued then is drained
+ * by agg_ingest_stop). Shared by the verify workers and the store thread. */
+static void pipeline_loop(void *stop, void *in, void (*work)(void *), void *ctx, const char *what)
 {
-    struct worker *w = arg;
-    pthread_setname_np(pthread_self(), "agg-verify");
     zmq_pollitem_t items[2] = {
-        {w->pipe.child, 0, ZMQ_POLLIN, 0},
-        {w->jobs_in, 0, ZMQ_POLLIN, 0},
+        {stop, 0, ZMQ_POLLIN, 0},
+        {in, 0, ZMQ_POLLIN, 0},
     };
     for (;;) {
         if (zmq_poll(items, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            RSL_ERR("ingest", "verify worker: poll: %s; stopped", zmq_strerror(errno));
+            RSL_ERR("ingest", "%s: poll: %s; stopped", what, zmq_strerror(errno));
             break;
         }
         if (items[1].revents & ZMQ_POLLIN)
-            verify_some(w);
+            work(ctx);
         if (items[0].revents & ZMQ_POLLIN)
-            break; /* STOP: what is still queued is drained by agg_ingest_stop */
+            break;
     }
+}
+
+static void verify_some_cb(void *ctx)
+{
+    verify_some(ctx);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    pthread_setname_np(pthread_self(), "agg-verify");
+    pipeline_loop(w->pipe.child, w->jobs_in, verify_some_cb, w, "verify worker");
     return NULL;
 }
 
@@ -1796,26 +1809,16 @@ static void store_some(struct agg_ingest *ing)
     }
 }
 
+static void store_some_cb(void *ctx)
+{
+    store_some(ctx);
+}
+
 static void *store_main(void *arg)
 {
     struct agg_ingest *ing = arg;
     pthread_setname_np(pthread_self(), "agg-store");
-    zmq_pollitem_t items[2] = {
-        {ing->store_pipe.child, 0, ZMQ_POLLIN, 0},
-        {ing->store_in, 0, ZMQ_POLLIN, 0},
-    };
-    for (;;) {
-        if (zmq_poll(items, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            RSL_ERR("ingest", "store thread: poll: %s; stopped", zmq_strerror(errno));
-            break;
-        }
-        if (items[1].revents & ZMQ_POLLIN)
-            store_some(ing);
-        if (items[0].revents & ZMQ_POLLIN)
-            break;
-    }
+    pipeline_loop(ing->store_pipe.child, ing->store_in, store_some_cb, ing, "store thread");
     return NULL;
 }
 
