@@ -26,6 +26,13 @@
  * field names may grow) and an older aggregator still accepts the report; the
  * signature covers the original bytes, unknown fields included, so nothing
  * unverified can slip in. Fields we do know must have the right wire type.
+ *
+ * Memory: protobuf-c allocates through the ProtobufCAllocator we give it
+ * (pb_alloc below), because protobuf-c returns NULL alike for malformed
+ * bytes and for a failed allocation. The allocator notes the failure, so a
+ * decoder can say RSL_ENOMEM ("try again") rather than RSL_EPARSE ("this
+ * is garbage", which the aggregator answers with REJECTED and the agent
+ * then gives the report up for good).
  */
 #include "rsl/codec.h"
 #include "rsl/sign.h"
@@ -337,6 +344,45 @@ static int wire_walk(const struct wire_message_spec *spec, const uint8_t *buf, s
 }
 
 /* ------------------------------------------------------------------------ */
+/* protobuf-c's allocator (the design comment, "Memory")                    */
+/* ------------------------------------------------------------------------ */
+
+/* One per unpack call, on the caller's stack: decoders run on several
+ * threads at once (the aggregator's verify workers). */
+struct pb_alloc_state {
+    bool failed; /* an allocation returned NULL during this unpack */
+};
+
+static void *pb_alloc(void *data, size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL && data != NULL)
+        ((struct pb_alloc_state *)data)->failed = true;
+    return p;
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+/* An allocator for one unpack call that records failures in `state`. */
+static ProtobufCAllocator pb_allocator(struct pb_alloc_state *state)
+{
+    ProtobufCAllocator a = {pb_alloc, pb_free, state};
+    state->failed = false;
+    return a;
+}
+
+/* The allocator for free_unpacked: the same free() as pb_alloc's malloc(). */
+static ProtobufCAllocator pb_release_allocator(void)
+{
+    ProtobufCAllocator a = {pb_alloc, pb_free, NULL};
+    return a;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Report                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -450,6 +496,8 @@ int rsl_report_decode(const uint8_t *buf, size_t len, rsl_report **out, struct r
 {
     int rc;
     rsl_report *msg = NULL;
+    struct pb_alloc_state mem;
+    ProtobufCAllocator alloc;
     if (out == NULL)
         return rsl_error_set(err, RSL_EINVAL, "report: no output");
     *out = NULL;
@@ -462,11 +510,15 @@ int rsl_report_decode(const uint8_t *buf, size_t len, rsl_report **out, struct r
         rsl_error_prefix(err, "report");
         goto out;
     }
-    msg = resilience__v1__report__unpack(NULL, len, buf);
+    alloc = pb_allocator(&mem);
+    msg = resilience__v1__report__unpack(&alloc, len, buf);
     if (msg == NULL) {
-        /* The walk accepted it, so this is a semantic rejection by
-         * protobuf-c (or out of memory, which it does not tell apart). */
-        rc = rsl_error_set(err, RSL_EPARSE, "report: protobuf decoding failed");
+        /* The walk accepted it, so this is out of memory or a semantic
+         * rejection by protobuf-c; only our allocator tells them apart. */
+        if (mem.failed)
+            rc = rsl_error_set(err, RSL_ENOMEM, "report: out of memory");
+        else
+            rc = rsl_error_set(err, RSL_EPARSE, "report: protobuf decoding failed");
         goto out;
     }
     if ((rc = rsl_report_validate(msg, err)) != RSL_OK) {
@@ -484,7 +536,8 @@ void rsl_report_free(rsl_report **msg)
 {
     if (msg == NULL || *msg == NULL)
         return;
-    resilience__v1__report__free_unpacked(*msg, NULL);
+    ProtobufCAllocator alloc = pb_release_allocator();
+    resilience__v1__report__free_unpacked(*msg, &alloc);
     *msg = NULL;
 }
 
@@ -506,6 +559,8 @@ int rsl_signed_report_decode(const uint8_t *buf, size_t len, size_t max_len,
 {
     int rc;
     rsl_signed_report *msg = NULL;
+    struct pb_alloc_state mem;
+    ProtobufCAllocator alloc;
     if (out == NULL)
         return rsl_error_set(err, RSL_EINVAL, "signed_report: no output");
     *out = NULL;
@@ -516,9 +571,13 @@ int rsl_signed_report_decode(const uint8_t *buf, size_t len, size_t max_len,
                              max_len);
     if ((rc = wire_walk(&signed_report_spec, buf, len, "signed_report", err)) != RSL_OK)
         goto out;
-    msg = resilience__v1__signed_report__unpack(NULL, len, buf);
+    alloc = pb_allocator(&mem);
+    msg = resilience__v1__signed_report__unpack(&alloc, len, buf);
     if (msg == NULL) {
-        rc = rsl_error_set(err, RSL_EPARSE, "signed_report: protobuf decoding failed");
+        if (mem.failed)
+            rc = rsl_error_set(err, RSL_ENOMEM, "signed_report: out of memory");
+        else
+            rc = rsl_error_set(err, RSL_EPARSE, "signed_report: protobuf decoding failed");
         goto out;
     }
     if (msg->report.len == 0 || msg->report.data == NULL) {
@@ -549,7 +608,8 @@ void rsl_signed_report_free(rsl_signed_report **msg)
 {
     if (msg == NULL || *msg == NULL)
         return;
-    resilience__v1__signed_report__free_unpacked(*msg, NULL);
+    ProtobufCAllocator alloc = pb_release_allocator();
+    resilience__v1__signed_report__free_unpacked(*msg, &alloc);
     *msg = NULL;
 }
 
@@ -562,6 +622,8 @@ int rsl_ack_decode(const uint8_t *buf, size_t len, size_t max_len, rsl_ack **out
 {
     int rc;
     rsl_ack *msg = NULL;
+    struct pb_alloc_state mem;
+    ProtobufCAllocator alloc;
     if (out == NULL)
         return rsl_error_set(err, RSL_EINVAL, "ack: no output");
     *out = NULL;
@@ -571,9 +633,13 @@ int rsl_ack_decode(const uint8_t *buf, size_t len, size_t max_len, rsl_ack **out
         return rsl_error_set(err, RSL_ETOOBIG, "ack: %zu bytes, at most %zu", len, max_len);
     if ((rc = wire_walk(&ack_spec, buf, len, "ack", err)) != RSL_OK)
         goto out;
-    msg = resilience__v1__ack__unpack(NULL, len, buf);
+    alloc = pb_allocator(&mem);
+    msg = resilience__v1__ack__unpack(&alloc, len, buf);
     if (msg == NULL) {
-        rc = rsl_error_set(err, RSL_EPARSE, "ack: protobuf decoding failed");
+        if (mem.failed)
+            rc = rsl_error_set(err, RSL_ENOMEM, "ack: out of memory");
+        else
+            rc = rsl_error_set(err, RSL_EPARSE, "ack: protobuf decoding failed");
         goto out;
     }
     /* An unknown status must not be mistaken for one we know: the agent
@@ -600,7 +666,8 @@ void rsl_ack_free(rsl_ack **msg)
 {
     if (msg == NULL || *msg == NULL)
         return;
-    resilience__v1__ack__free_unpacked(*msg, NULL);
+    ProtobufCAllocator alloc = pb_release_allocator();
+    resilience__v1__ack__free_unpacked(*msg, &alloc);
     *msg = NULL;
 }
 

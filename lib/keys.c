@@ -319,11 +319,16 @@ int rsl_keys_generate(const char *dir, struct rsl_error *err)
         rsl_error_set(err, rc, "keygen: Ed25519 key generation failed");
         goto out;
     }
-    if (pem_to_buffer(pkey, true, &priv_pem, &priv_len) != RSL_OK ||
-        pem_to_buffer(pkey, false, &pub_pem, &pub_len) != RSL_OK) {
-        rsl_error_set(err, rc, "keygen: PEM encoding failed");
+    if ((rc = pem_to_buffer(pkey, true, &priv_pem, &priv_len)) != RSL_OK ||
+        (rc = pem_to_buffer(pkey, false, &pub_pem, &pub_len)) != RSL_OK) {
+        /* Our own copy failing is RSL_ENOMEM, not a cryptographic failure. */
+        if (rc == RSL_ENOMEM)
+            rsl_error_set(err, rc, "keygen: out of memory");
+        else
+            rsl_error_set(err, rc, "keygen: PEM encoding failed");
         goto out;
     }
+    rc = RSL_ECRYPTO;
 
     /* CURVE transport key pair, one line each. */
     if (zmq_curve_keypair(curve_pub, curve_sec) != 0) {

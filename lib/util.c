@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <sodium.h>
 
 int64_t rsl_now_ms(void)
 {
@@ -104,6 +106,38 @@ int rsl_read_full(int fd, void *buf, size_t len, size_t *got)
     return 0;
 }
 
+/* Length (1..4) of the well-formed UTF-8 sequence at s (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), or 0. Stops at
+ * the terminating NUL, which is never a continuation byte. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    size_t n;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        cp = s[0] & 0x1fu;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        cp = s[0] & 0x0fu;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        cp = s[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
 const char *rsl_text_show(const char *s, char *out, size_t outlen)
 {
     if (outlen < 5) {
@@ -111,14 +145,30 @@ const char *rsl_text_show(const char *s, char *out, size_t outlen)
             out[0] = '\0';
         return out;
     }
-    size_t limit = outlen - 4, i = 0;
-    for (; s[i] != '\0' && i < limit; i++)
-        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-    if (s[i] != '\0') {
-        memcpy(out + i, "...", 3);
-        i += 3;
+    /* The result goes into log lines, error texts and JSON error bodies:
+     * one line, and valid UTF-8 (jansson refuses anything else, which
+     * once turned "unknown query parameter '%A4'" into a 500), so a
+     * malformed byte becomes '?' and a cut never splits a character. */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t limit = outlen - 4, i = 0, o = 0;
+    while (u[i] != '\0') {
+        size_t n = utf8_sequence(u + i);
+        size_t w = n != 0 ? n : 1;
+        if (o + w > limit)
+            break;
+        if (n == 0 || u[i] < 0x20 || u[i] == 0x7f) {
+            out[o++] = '?';
+        } else {
+            memcpy(out + o, s + i, n);
+            o += n;
+        }
+        i += w;
     }
-    out[i] = '\0';
+    if (u[i] != '\0') {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
     return out;
 }
 
@@ -154,7 +204,11 @@ int rsl_file_write_atomic(const char *path, const void *data, size_t len, int mo
         rc = rsl_error_set(err, RSL_EIO, "%s: rename: %s", path, strerror(errno));
         goto out;
     }
-    rc = rsl_fsync_dir(dir, err);
+    /* The new content is in place; only its durability is unknown if the
+     * folder's fsync fails. Say which file it was: the folder alone does
+     * not tell an operator what was being saved. */
+    if ((rc = rsl_fsync_dir(dir, err)) != RSL_OK)
+        rsl_error_prefix(err, "%s", path);
 out:
     if (fd >= 0)
         close(fd);
@@ -179,7 +233,11 @@ int rsl_file_read_all(const char *path, size_t max, uint8_t **out, size_t *len,
                            strerror(errno));
         goto out;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
         rc = rsl_error_set(err, RSL_EIO, "%s: not a regular file", path);
         goto out;
     }
@@ -230,6 +288,16 @@ out:
     return rc;
 }
 
+/* Messages name the folder asked for and, when a parent failed, that
+ * parent: "/var/spool/x: mkdir /var/spool: Permission denied". */
+static int mkdir_error(struct rsl_error *err, const char *path, const char *part, int code,
+                       const char *what)
+{
+    if (strcmp(path, part) == 0)
+        return rsl_error_set(err, code, "%s: %s", path, what);
+    return rsl_error_set(err, code, "%s: mkdir %s: %s", path, part, what);
+}
+
 int rsl_mkdir_p(const char *path, int mode, struct rsl_error *err)
 {
     char tmp[PATH_MAX];
@@ -240,14 +308,18 @@ int rsl_mkdir_p(const char *path, int mode, struct rsl_error *err)
             continue;
         *p = '\0';
         if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
-            return rsl_error_set(err, RSL_EIO, "%s: %s", tmp, strerror(errno));
+            return mkdir_error(err, path, tmp, errno == ENOSPC ? RSL_ENOSPC : RSL_EIO,
+                               strerror(errno));
         *p = '/';
     }
     if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
-        return rsl_error_set(err, RSL_EIO, "%s: %s", tmp, strerror(errno));
+        return mkdir_error(err, path, tmp, errno == ENOSPC ? RSL_ENOSPC : RSL_EIO,
+                           strerror(errno));
     struct stat st;
-    if (stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode))
-        return rsl_error_set(err, RSL_EIO, "%s: not a folder", tmp);
+    if (stat(tmp, &st) != 0)
+        return mkdir_error(err, path, tmp, RSL_EIO, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return mkdir_error(err, path, tmp, RSL_EIO, "not a folder");
     return RSL_OK;
 }
 
@@ -519,10 +591,26 @@ int rsl_base64_decode(const char *in, uint8_t *out, size_t outlen)
     return RSL_OK;
 }
 
+/* rsl_sha256 cannot report failure, and its callers (key ids, bearer token
+ * checks, report digests) trust the output: an unwritten digest would be
+ * whatever the stack held, perhaps the digest of an earlier valid token.
+ * EVP_Digest is the fast path (SHA-NI), but it allocates a context and so
+ * fails when memory is short; libsodium's SHA-256 allocates nothing and
+ * cannot fail, so it computes the same digest then. */
 void rsl_sha256(const void *data, size_t len, uint8_t out[32])
 {
     unsigned int outlen = 32;
-    EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL);
+    if (EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) == 1 && outlen == 32)
+        return;
+    /* OpenSSL's failure left entries in this thread's error queue, which
+     * the next TLS call on the thread (the HTTPS server) would misread. */
+    ERR_clear_error();
+    /* libsodium asks for sodium_init before use; it is idempotent and its
+     * result does not matter here: the SHA-256 code depends on nothing it
+     * sets up. */
+    int sodium_rc = sodium_init();
+    (void)sodium_rc;
+    crypto_hash_sha256(out, data, len);
 }
 
 bool rsl_consttime_equal(const void *a, const void *b, size_t len)

@@ -82,8 +82,9 @@ int rsl_write_full(int fd, const void *data, size_t len);
 int rsl_read_full(int fd, void *buf, size_t len, size_t *got);
 
 /* A piece of untrusted text as it may be quoted in a one-line message: at
- * most outlen-4 characters, control characters replaced by '?', "..." when
- * cut. Returns out. */
+ * most outlen-4 bytes, control characters and bytes that are not
+ * well-formed UTF-8 replaced by '?' (the result is valid UTF-8, never cut
+ * inside a character), "..." when cut. Returns out. */
 const char *rsl_text_show(const char *s, char *out, size_t outlen);
 
 /* Copy a NUL-terminated string, truncation is an error (RSL_ETOOBIG). */

@@ -14,4 +14,7 @@ int rsl_test_mkdtemp(char *out, size_t outlen, const char *tag);
 /* Remove a folder and everything below it (symlinks are not followed). */
 void rsl_test_rmtree(const char *dir);
 
+/* Write `text` to `path` (created or truncated); 0 or -1. */
+int rsl_test_write_file(const char *path, const char *text);
+
 #endif

@@ -179,13 +179,46 @@ static void test_path_resolve_and_misc(void **state)
     assert_string_equal(err.text, "file:3: key 'x'");
 }
 
+/* rsl_text_show: what error messages echo of untrusted text. Its output
+ * goes into JSON error bodies (jansson refuses invalid UTF-8: the API
+ * answered 500 instead of 400 before this was enforced, found by
+ * fuzz_api) and into one-line logs. */
+static void test_text_show(void **state)
+{
+    (void)state;
+    char out[16];
+    assert_string_equal(rsl_text_show("plain", out, sizeof(out)), "plain");
+    assert_string_equal(rsl_text_show("a\nb\tc", out, sizeof(out)), "a?b?c");
+    /* Valid UTF-8 kept whole; a lone continuation byte, a truncated
+     * sequence, an overlong form and a surrogate become '?'. */
+    assert_string_equal(rsl_text_show("\xc3\xa9t\xc3\xa9", out, sizeof(out)),
+                        "\xc3\xa9t\xc3\xa9");
+    assert_string_equal(rsl_text_show("x\xa4y", out, sizeof(out)), "x?y");
+    assert_string_equal(rsl_text_show("x\xe2\x82", out, sizeof(out)), "x??");
+    const char *overlong = rsl_text_show("\xc0\xafz", out, sizeof(out));
+    assert_null(strchr(overlong, '\xc0'));
+    const char *surrogate = rsl_text_show("\xed\xa0\x80", out, sizeof(out));
+    assert_null(strchr(surrogate, '\xed'));
+    /* Cut with "..." and never inside a character: with 16 bytes the text
+     * part is at most 12, so the 2-byte e-acute at 11..12 must go whole. */
+    rsl_text_show("abcdefghijk\xc3\xa9mnopqrstuvwxyz", out, sizeof(out));
+    size_t n = strlen(out);
+    assert_true(n < sizeof(out));
+    assert_string_equal(out + n - 3, "...");
+    for (size_t i = 0; i + 3 < n; i++)
+        assert_true((unsigned char)out[i] < 0x80 || (unsigned char)out[i] == 0xc3 ||
+                    (unsigned char)out[i] == 0xa9);
+    if (strchr(out, '\xc3') != NULL)
+        assert_non_null(strstr(out, "\xc3\xa9"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_int64),   cmocka_unit_test(test_parse_double),
         cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_time),
         cmocka_unit_test(test_hex_base64),    cmocka_unit_test(test_atomic_write),
-        cmocka_unit_test(test_path_resolve_and_misc),
+        cmocka_unit_test(test_path_resolve_and_misc), cmocka_unit_test(test_text_show),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
