@@ -107,7 +107,8 @@ static void count_refused(struct agent_daemon *d)
     rsl_error_clear(&err);
     d->stats.reports_dropped++;
     if (agent_spool_count_refused(d->spool, 1, &err) != RSL_OK)
-        RSL_ERR("agent", "cannot count a dropped report: %s", err.text);
+        RSL_ERR("agent", "cannot save the drop counters yet: %s (the count is kept and "
+                "written once there is room)", err.text);
 }
 
 static void on_collected(void *ctx, const struct agent_collector_config *cc,

@@ -83,6 +83,7 @@ struct agent_spool {
     uint64_t rejected;     /* entries in rejected/ */
     uint64_t corrupt;      /* files in corrupt/ */
     bool dirty;            /* unlinks in pending/ not yet fsynced */
+    bool counters_unsaved; /* counters holds refusals the file lacks (disk full) */
     struct agent_spool_limits limits;
     struct agent_spool_counters counters;
     agent_spool_drop_fn drop_fn;
@@ -750,6 +751,7 @@ static int drop_batch(struct agent_spool *s, const uint64_t *seqs, size_t n, enu
     if (rc != RSL_OK)
         return rc; /* nothing dropped: never lose a report uncounted */
     s->counters = c;
+    s->counters_unsaved = false; /* the file has every refusal too now */
     /* A pending/ fsync below covers earlier removals too. */
     for (size_t i = 0; i < n; i++) {
         char name[SPOOL_NAME_LEN + 1];
@@ -826,13 +828,17 @@ static int drop_to_fit(struct agent_spool *s, uint64_t need, struct rsl_error *e
     return RSL_OK;
 }
 
+/* Unlike a drop, a refusal has already happened when it is counted: the
+ * report is gone whether or not the file can be written. The most common
+ * cause of refusals is a full disk, which also fails this write; so the
+ * count is kept in memory whatever happens, and the file catches up at the
+ * next write that succeeds (agent_spool_sync retries it). Otherwise every
+ * report lost to a full disk would be missing from the drop counters. */
 int agent_spool_count_refused(struct agent_spool *s, uint64_t n, struct rsl_error *err)
 {
-    struct agent_spool_counters c = s->counters;
-    c.refused += n;
-    int rc = counters_write(s, &c, NULL, 0, err);
-    if (rc == RSL_OK)
-        s->counters = c;
+    s->counters.refused += n;
+    int rc = counters_write(s, &s->counters, NULL, 0, err);
+    s->counters_unsaved = rc != RSL_OK;
     return rc;
 }
 
@@ -1019,11 +1025,17 @@ int agent_spool_append(struct agent_spool *s, uint64_t sequence, const uint8_t *
         }
     }
     created = false; /* it is in pending/ now */
-    account(s, sequence, (int64_t)agent_spool_entry_bytes(s, len));
-    own_push(s, sequence);
+    own_push(s, sequence); /* our own inotify event either way */
     rc = fsync_dirfd(s, DIR_PENDING, err);
-    if (rc == RSL_OK)
-        removals_durable(s);
+    if (rc != RSL_OK) {
+        /* Not durable, so not spooled: take it back out rather than leave
+         * an entry the caller was told failed (it would be counted as lost
+         * and yet sent later, and a resubmitted value stored twice). */
+        unlinkat(s->dirfd[DIR_PENDING], name, 0);
+        goto out;
+    }
+    account(s, sequence, (int64_t)agent_spool_entry_bytes(s, len));
+    removals_durable(s);
 out:
     if (fd >= 0)
         close(fd);
@@ -1163,6 +1175,15 @@ int agent_spool_remove(struct agent_spool *s, uint64_t sequence, struct rsl_erro
 
 int agent_spool_sync(struct agent_spool *s, struct rsl_error *err)
 {
+    /* Refusals counted while the counters file could not be written: try
+     * again, quietly - the failure was reported when the report was lost,
+     * and repeating it every second while the disk stays full is noise. */
+    if (s->counters_unsaved) {
+        struct rsl_error ignored;
+        rsl_error_clear(&ignored);
+        if (counters_write(s, &s->counters, NULL, 0, &ignored) == RSL_OK)
+            s->counters_unsaved = false;
+    }
     if (!s->dirty)
         return RSL_OK;
     int rc = fsync_dirfd(s, DIR_PENDING, err);
@@ -1173,7 +1194,7 @@ int agent_spool_sync(struct agent_spool *s, struct rsl_error *err)
 
 bool agent_spool_needs_sync(const struct agent_spool *s)
 {
-    return s->dirty;
+    return s->dirty || s->counters_unsaved;
 }
 
 int agent_spool_reject(struct agent_spool *s, uint64_t sequence, const char *reason,

@@ -124,7 +124,9 @@ int agent_spool_admit(struct agent_spool *spool, size_t len, const char *what,
 int agent_spool_enforce(struct agent_spool *spool, int64_t now_ms, struct rsl_error *err);
 
 /* Count `n` reports that were lost before reaching the spool (too big,
- * disk full, no sequence number): persisted like drops. */
+ * disk full, no sequence number): persisted like drops. If the counters
+ * file cannot be written (disk full), the error is returned but the count
+ * is kept and written by a later agent_spool_sync. */
 int agent_spool_count_refused(struct agent_spool *spool, uint64_t n, struct rsl_error *err);
 
 /* Durably add `len` bytes (a SignedReport) as entry `sequence`. RSL_EEXIST
@@ -147,7 +149,8 @@ int agent_spool_read(struct agent_spool *spool, uint64_t sequence, size_t max_le
  * the aggregator answers DUPLICATE. */
 int agent_spool_remove(struct agent_spool *spool, uint64_t sequence, struct rsl_error *err);
 
-/* fsync pending/ if entries were removed since the last sync;
+/* fsync pending/ if entries were removed since the last sync, and write
+ * refusal counts a full disk kept from the counters file;
  * agent_spool_needs_sync says whether there is anything to do. */
 int agent_spool_sync(struct agent_spool *spool, struct rsl_error *err);
 bool agent_spool_needs_sync(const struct agent_spool *spool);

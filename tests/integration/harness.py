@@ -13,6 +13,13 @@ Standard library only. Paths come from the environment, as ctest sets them:
 RSL_KEEP_TMP=1 keeps the temporary folders of passing tests too (failing
 tests always keep theirs and print the path).
 
+RSL_VALGRIND=1 runs every program of the build folder that a test starts
+(daemons, one-shot agent/ctl commands, rsl_probe) under valgrind memcheck,
+with its log in <test folder>/valgrind/vg.<program>.<pid>.log; after each
+test the logs are scanned and any memcheck error or definite leak fails the
+test with an excerpt (see wrap_cmd and valgrind_problems). Waits scale by
+RSL_TEST_SLOW, which defaults to 10 in that mode.
+
 No timing assertions: every wait polls for a condition with a generous
 timeout and fails only when the condition never becomes true.
 """
@@ -44,7 +51,11 @@ def _sanitized_build():
         return False
 
 
-SLOW = float(os.environ.get("RSL_TEST_SLOW") or (3 if _sanitized_build() else 1))
+# Valgrind mode (RSL_VALGRIND=1): memcheck runs programs 10-50 times slower
+# on CPU; these ones mostly wait on sockets and timers, so 10 is enough.
+VALGRIND = os.environ.get("RSL_VALGRIND", "") not in ("", "0")
+SLOW = float(os.environ.get("RSL_TEST_SLOW") or
+             (10 if VALGRIND else 3 if _sanitized_build() else 1))
 DEFAULT_WAIT = 30.0 * SLOW
 
 # Messages in daemon logs that mean a memory or UB bug, whatever the test.
@@ -105,13 +116,170 @@ def wait_for(cond, what, timeout=DEFAULT_WAIT, interval=0.1):
         time.sleep(interval)
 
 
+# --- valgrind mode ---------------------------------------------------------
+# Exit status valgrind gives a program in which it found an error (or a
+# definite leak, with --errors-for-leak-kinds=definite): a number none of
+# our programs uses (they exit 0, 1, 2, 3), so a test can tell it apart.
+VALGRIND_EXIT = 97
+VALGRIND_SUPP = os.path.join(SOURCE_DIR, "tests", "valgrind", "resilience.supp")
+# Where the next program's valgrind log goes: the current test's folder
+# (set by Harness); a module global because run() and wrap_cmd() are
+# plain functions tests call without a Harness at hand.
+_valgrind_dir = [None]
+
+
+def _is_our_program(path):
+    """True for an executable inside the build folder (ours: what valgrind
+    checks); system tools (openssl, curl, chromium, sh) are left alone."""
+    if os.sep not in path:  # a bare name: looked up in PATH, not the cwd
+        path = shutil.which(path) or path
+        if os.sep not in path:
+            return False
+    build = os.path.realpath(BUILD_DIR) + os.sep
+    return os.path.realpath(path).startswith(build)
+
+
+def wrap_cmd(cmd):
+    """The command line that really runs `cmd`: in valgrind mode, cmd under
+    memcheck when cmd[0] is one of our programs; otherwise cmd unchanged.
+    Every launch of a program goes through this (run(), Daemon; tests that
+    call subprocess themselves wrap their command with it)."""
+    cmd = list(cmd)
+    if not VALGRIND or not cmd or not _is_our_program(cmd[0]):
+        return cmd
+    if _sanitized_build():  # ASan's shadow memory and memcheck cannot share a process
+        raise TestFailure("RSL_VALGRIND=1 needs a build without -DRESILIENCE_SANITIZE=ON "
+                          "(%s is sanitized)" % BUILD_DIR)
+    d = _valgrind_dir[0]
+    if d is None:  # no Harness yet: still keep the log somewhere findable
+        d = os.path.join(tempfile.gettempdir(), "rsl-valgrind-%d" % os.getpid())
+    os.makedirs(d, exist_ok=True)
+    vg = [
+        "valgrind", "--tool=memcheck", "--error-exitcode=%d" % VALGRIND_EXIT,
+        # definite leaks are errors (exit status, ERROR SUMMARY); "possibly
+        # lost" and "still reachable" blocks of library threads are not
+        "--errors-for-leak-kinds=definite", "--leak-check=full",
+        "--show-leak-kinds=definite", "--track-fds=no", "--num-callers=30",
+        # %p: one log per process, also for a child forked before its exec
+        "--log-file=%s" % os.path.join(d, "vg.%s.%%p.log" % os.path.basename(cmd[0])),
+    ]
+    if os.path.isfile(VALGRIND_SUPP):
+        vg.append("--suppressions=" + VALGRIND_SUPP)
+    # e.g. RSL_VALGRIND_ARGS=--track-origins=yes when chasing a finding
+    vg += os.environ.get("RSL_VALGRIND_ARGS", "").split()
+    return vg + cmd
+
+
+# Records of a log that are not findings: the banner, summaries, hints.
+_VG_INFO = ("Memcheck, a memory error detector", "Copyright (C)", "Using Valgrind",
+            "Command:", "Parent PID:", "HEAP SUMMARY", "LEAK SUMMARY", "ERROR SUMMARY",
+            "For lists of detected", "For counts of detected", "Rerun with",
+            "All heap blocks were freed", "To see them, rerun", "Reachable blocks",
+            "Warning: set address range perms", "Warning: noted but unhandled ioctl",
+            "This could cause spurious", "See README_MISSING_SYSCALL",
+            "Searching for pointers to", "Checked ", "(see section Limitations",
+            "Warning: invalid file descriptor", "Use --track-origins")
+
+
+def valgrind_findings(text):
+    """(errors, definitely lost bytes, excerpt) of one memcheck log; errors
+    is None when the process never reached its summary (killed by SIGKILL,
+    or it exec'd another program: nothing to say then)."""
+    import re
+    errors = None
+    m = re.findall(r"ERROR SUMMARY: ([\d,]+) errors", text)
+    if m:
+        errors = int(m[-1].replace(",", ""))
+    lost = 0
+    m = re.findall(r"definitely lost: ([\d,]+) bytes", text)
+    if m:
+        lost = int(m[-1].replace(",", ""))
+    # The finding records: blocks of "==PID== " lines separated by empty ones.
+    blocks, cur = [], []
+    for line in text.splitlines():
+        body = re.sub(r"^==\d+== ?", "", line)
+        if any(body.startswith(i) for i in ("For lists of", "For counts of", "ERROR SUMMARY",
+                                            "Use --track-origins", "Rerun with")):
+            continue  # closing hints, not part of a record
+        if body.strip():
+            cur.append(body)
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    if cur:
+        blocks.append(cur)
+    shown = []
+    for b in blocks:
+        head = b[0].strip()
+        if any(head.startswith(i) or i in head for i in _VG_INFO):
+            continue
+        if "possibly lost" in head or "still reachable" in head or "indirectly lost" in head:
+            continue
+        shown.append("\n".join(b[:40]))
+        if len(shown) == 4:
+            shown.append("(more in the log)")
+            break
+    return errors, lost, "\n\n".join(shown)
+
+
+def valgrind_problems(d):
+    """Scan every vg.*.log in folder `d`: a list of problems, one per log
+    whose process had memcheck errors or definitely lost bytes."""
+    problems = []
+    try:
+        names = sorted(n for n in os.listdir(d) if n.startswith("vg.") and n.endswith(".log"))
+    except FileNotFoundError:
+        return problems
+    for n in names:
+        p = os.path.join(d, n)
+        try:
+            with open(p, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        errors, lost, excerpt = valgrind_findings(text)
+        if (errors or 0) > 0 or lost > 0:
+            problems.append("valgrind: %s: %s errors, %d bytes definitely lost:\n%s" % (
+                p, errors, lost, "\n".join("    | " + l for l in excerpt.splitlines())))
+    return problems
+
+
+def valgrind_summary(d):
+    """{program: [logs, logs with a summary, errors, definitely lost bytes]}
+    over the logs in `d` (printed per test in valgrind mode)."""
+    out = {}
+    try:
+        names = sorted(n for n in os.listdir(d) if n.startswith("vg.") and n.endswith(".log"))
+    except FileNotFoundError:
+        return out
+    for n in names:
+        prog = n[3:].rsplit(".", 2)[0]
+        try:
+            with open(os.path.join(d, n), errors="replace") as f:
+                errors, lost, _ = valgrind_findings(f.read())
+        except OSError:
+            continue
+        row = out.setdefault(prog, [0, 0, 0, 0])
+        row[0] += 1
+        if errors is not None:
+            row[1] += 1
+            row[2] += errors
+        row[3] += lost
+    return out
+
+
 def run(cmd, timeout=60 * SLOW, check_rc=None, **kw):
-    """Run a short command; returns CompletedProcess with text output."""
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    """Run a short command; returns CompletedProcess with text output.
+    (In valgrind mode our programs run under memcheck: see wrap_cmd.)"""
+    r = subprocess.run(wrap_cmd(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
     if check_rc is not None and r.returncode != check_rc:
-        raise TestFailure("%s: exit %d (wanted %d)\nstdout: %s\nstderr: %s" % (
-            " ".join(cmd), r.returncode, check_rc, r.stdout, r.stderr))
+        hint = ""
+        if VALGRIND and r.returncode == VALGRIND_EXIT:
+            hint = " (exit %d: valgrind found errors; see the valgrind logs below)" % (
+                VALGRIND_EXIT)
+        raise TestFailure("%s: exit %d (wanted %d)%s\nstdout: %s\nstderr: %s" % (
+            " ".join(cmd), r.returncode, check_rc, hint, r.stdout, r.stderr))
     return r
 
 
@@ -139,7 +307,7 @@ class Daemon:
         if env:
             full_env = dict(os.environ)
             full_env.update(env)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+        self.proc = subprocess.Popen(wrap_cmd(cmd), stdout=subprocess.DEVNULL, stderr=self.log,
                                      stdin=subprocess.DEVNULL, cwd=cwd, env=full_env,
                                      preexec_fn=_die_with_parent)
         self.expected_dead = False  # set when a test kills it on purpose
@@ -219,6 +387,9 @@ class Harness:
         with open(self.registry_path, "w") as f:
             f.write("; enrolled agents (written by the test harness)\n")
         self.agg = None  # aggregator settings once configured
+        # valgrind mode: the logs of the programs this test starts
+        self.valgrind_dir = self.path("valgrind")
+        _valgrind_dir[0] = self.valgrind_dir
 
     # --- files and keys -------------------------------------------------
     def path(self, *parts):
@@ -548,6 +719,13 @@ class Harness:
     # --- clean-up -------------------------------------------------------
     def cleanup(self, failed):
         problems = self.stop_all()
+        if VALGRIND:
+            # after stop_all: the daemons wrote their leak reports on exit
+            problems += valgrind_problems(self.valgrind_dir)
+            summary = valgrind_summary(self.valgrind_dir)
+            print("  valgrind: " + (", ".join(
+                "%s %d runs (%d finished) %d errors %d B lost" % (p, r[0], r[1], r[2], r[3])
+                for p, r in sorted(summary.items())) or "no program run"))
         if failed or problems or os.environ.get("RSL_KEEP_TMP"):
             print("  (test folder kept: %s)" % self.tmp)
         else:
@@ -807,6 +985,10 @@ def run_tests(namespace, only=None):
             failed_here = True
             print("FAIL %s: %s" % (name, "; ".join(problems)))
             h.dump_logs()
+        elif problems:
+            # already failed: still show what clean-up found (valgrind
+            # findings often explain the failure itself)
+            print("  also: %s" % "\n  also: ".join(problems))
         if failed_here:
             failed += 1
         else:

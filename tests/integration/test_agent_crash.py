@@ -34,17 +34,17 @@ The checks, after a final run has drained the spool:
    explainable only as reserved but never spooled: it lies in a killed run's
    range of numbers and above every number that run's daemon got stored.
 
-RSL_TEST_SEED=N repeats a particular sequence of kill moments.
+RSL_TEST_SEED=N repeats a particular sequence of kill moments (the kill
+nemesis and the pending/ sampler come from faults.py).
 """
 import os
-import random
 import signal
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from faults import KillNemesis, PendingSampler  # noqa: E402
 from harness import (SLOW, CounterCollector, agent_cli, check, counters_quiet,  # noqa: E402
                      run_tests, sequence_file, spool_names, spool_sequences, stop_counters,
                      stored_values, wait_for)
@@ -54,30 +54,9 @@ AGENT = "DEU-BMI-01"
 SUBMIT_INDICATOR = "food.self_sufficiency_pct"
 
 
-class PendingSampler(threading.Thread):
-    """Lists pending/ in a loop and remembers every sequence it saw."""
-
-    def __init__(self, agent):
-        super().__init__(daemon=True)
-        self.agent = agent
-        self.seen = set()
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            self.seen.update(spool_sequences(self.agent))
-            time.sleep(0.02)
-
-    def stop(self):
-        self.done.set()
-        self.join(timeout=10)
-        self.seen.update(spool_sequences(self.agent))
-
-
 def test_agent_kill9_twenty_times_loses_and_repeats_nothing(h):
-    seed = int(os.environ.get("RSL_TEST_SEED") or random.randrange(1 << 30))
-    print("  (seed %d: RSL_TEST_SEED=%d repeats these kill moments)" % (seed, seed))
-    rng = random.Random(seed)
+    nemesis = KillNemesis("these kill moments")
+    rng = nemesis.rng  # every random choice below, so one seed repeats the run
 
     h.setup_aggregator()
     agent = h.add_agent(AGENT, "DEU", "Federal Ministry of the Interior")
@@ -128,10 +107,10 @@ def test_agent_kill9_twenty_times_loses_and_repeats_nothing(h):
                     submit("daemon running")
                 time.sleep(rng.uniform(0.2, 1.5))
             check(d.alive(), "run %d: the agent died by itself:\n%s" % (k, d.log_text()[-3000:]))
-            d.kill9()
+            nemesis.kill(d)
             after = sequence_file(agent) or 1
             runs.append((str(k), begin, after))
-            sampler.seen.update(spool_sequences(agent))
+            sampler.sample()
             if mode == "frozen":
                 h.aggregator.signal(signal.SIGCONT)
             elif mode == "down":
@@ -157,6 +136,7 @@ def test_agent_kill9_twenty_times_loses_and_repeats_nothing(h):
         sampler.stop()
 
     check(rc == 0, "the final agent exited %r on SIGTERM" % (rc,))
+    check(nemesis.kills == KILLS, "%d kills delivered, wanted %d" % (nemesis.kills, KILLS))
     end = sequence_file(agent)
     runs.append(("final", begin, end))
 

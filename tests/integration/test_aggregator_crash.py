@@ -14,6 +14,9 @@ Afterwards: every report any client ever saw ACCEPTED is in the store; no
 20,000 are stored; the last sequence per agent is right; PRAGMA
 integrity_check is "ok"; and `resilience-ctl audit` re-verifies every
 stored report from its signed bytes.
+
+The kills come from faults.KillNemesis, each a random moment (up to 0.1 s)
+after its threshold; RSL_TEST_SEED=N repeats those moments.
 """
 import os
 import subprocess
@@ -21,7 +24,8 @@ import sys
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SLOW, check, run, run_tests, wait_for  # noqa: E402
+from faults import KillNemesis  # noqa: E402
+from harness import SLOW, check, run, run_tests, wait_for, wrap_cmd  # noqa: E402
 
 AGENTS = 5
 PER_AGENT = 4000
@@ -48,6 +52,7 @@ def test_kill9_twenty_times_during_ingest_loses_no_acked_report(h):
         f.write(conf)
     h.start_aggregator()
 
+    nemesis = KillNemesis("these kill moments")
     probes = []
     for a in agents:
         out = open(h.path("acks-%s.log" % a["id"]), "w")
@@ -59,7 +64,8 @@ def test_kill9_twenty_times_during_ingest_loses_no_acked_report(h):
                "--timeout", str(int(2000 * SLOW)), "--retry-delay", "100"]
         for m in MEASURES:
             cmd += ["--measure", m]
-        probes.append((a, subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL),
+        probes.append((a, subprocess.Popen(wrap_cmd(cmd), stdout=out, stderr=err,
+                                           stdin=subprocess.DEVNULL),
                        out, err))
     try:
         total = AGENTS * PER_AGENT
@@ -67,8 +73,7 @@ def test_kill9_twenty_times_during_ingest_loses_no_acked_report(h):
         for k in range(1, KILLS + 1):
             wait_for(lambda: stored(h) >= k * step, "%d reports stored before kill %d"
                      % (k * step, k), timeout=300 * SLOW, interval=0.02)
-            h.aggregator.kill9()
-            h.start_aggregator()
+            nemesis.kill_and_restart(h.aggregator, h.start_aggregator, after=(0.0, 0.1))
         for a, p, out, err in probes:
             try:
                 p.wait(timeout=600 * SLOW)
@@ -95,7 +100,8 @@ def test_kill9_twenty_times_during_ingest_loses_no_acked_report(h):
                 statuses[parts[3]] = statuses.get(parts[3], 0) + 1
                 if parts[3] == "ACCEPTED":
                     accepted.add((parts[1], int(parts[2])))
-    print("  acks seen: %r" % statuses)
+    print("  acks seen: %r; %d kills" % (statuses, nemesis.kills))
+    check(nemesis.kills == KILLS, "%d kills delivered, wanted %d" % (nemesis.kills, KILLS))
     check("REJECTED" not in statuses, "reports were rejected: %r" % statuses)
 
     rows = h.store_query("SELECT agent_id, sequence FROM reports")

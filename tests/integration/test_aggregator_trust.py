@@ -23,7 +23,7 @@ import sys
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SLOW, check, ingest_counters, parse_ack, run,  # noqa: E402
-                     run_tests, wait_for)
+                     run_tests, wait_for, wrap_cmd)
 
 
 def sign_key_b64(text):
@@ -68,7 +68,7 @@ class LongProbe:
                "--nation", agent["nation"], "--organisation", agent["organisation"],
                "--seq", str(first_seq), "--count", str(count), "--wait-stdin",
                "--report-handshakes", "--timeout", str(int(10000 * SLOW))]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(wrap_cmd(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
 
     def next_ack(self, go=True):

@@ -14,7 +14,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SLOW, api_client_ca, api_client_cert, api_json, api_request,  # noqa: E402
-                     api_send, check, run_tests)
+                     api_send, check, run_tests, wrap_cmd)
 
 
 def setup(h, with_cert=False):
@@ -48,7 +48,7 @@ def ctl(h, *args, token="staff", env=None):
     full_env = dict(os.environ)
     full_env.pop("RESILIENCE_TOKEN", None)
     full_env.update(env or {})
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.run(wrap_cmd(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           stdin=subprocess.DEVNULL, env=full_env, timeout=60 * SLOW)
 
 
@@ -132,7 +132,7 @@ def test_errors(h):
     # The server's certificate is checked: without --cacert it is not trusted.
     cmd = [h.ctl_bin, "summary", "--url", "https://127.0.0.1:%d" % h.agg["https_port"],
            "--token", h.tokens["staff"]]
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    r = subprocess.run(wrap_cmd(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        stdin=subprocess.DEVNULL, timeout=60 * SLOW)
     check(r.returncode == 1 and "certificate" in r.stderr.lower(), "untrusted server: %d %r" % (
         r.returncode, r.stderr))
