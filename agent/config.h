@@ -48,7 +48,11 @@ struct rsl_signer;
 #define AGENT_DEFAULT_EXEC_TIMEOUT_MS (10 * 1000)
 #define AGENT_DEFAULT_SPOOL_MAX_MB 512
 #define AGENT_DEFAULT_SPOOL_MAX_AGE_MS (30LL * 24 * 3600 * 1000)
-#define AGENT_DEFAULT_WINDOW 64
+/* 512 in flight keep one connection's round trips (and the agent's own
+ * spool work between acks and sends) from limiting a backfill: the
+ * aggregator commits one batch while the next is being verified. The
+ * memory it takes is 24 bytes a slot plus the frames queued in libzmq. */
+#define AGENT_DEFAULT_WINDOW 512
 #define AGENT_DEFAULT_BACKOFF_MAX_MS (5 * 60 * 1000)
 #define AGENT_DEFAULT_HEARTBEAT_MS (10 * 1000)
 

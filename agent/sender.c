@@ -50,6 +50,13 @@
  * to reading the folder. */
 #define PREFETCH 1024
 #define NEVER (-1)
+/* Frames read from the spool before they are handed to ZeroMQ back to back
+ * (send_waiting); the bytes bound what one burst holds in memory. */
+#define SEND_BURST 64
+#define SEND_BURST_BYTES (1024 * 1024)
+/* Random words kept for the backoff jitter: one getrandom() per this many
+ * sends instead of one per send. */
+#define RANDOM_POOL 64
 
 enum slot_state { SLOT_FREE = 0, SLOT_WAITING, SLOT_SENT, SLOT_HOLD };
 
@@ -99,7 +106,9 @@ struct agent_sender {
     int64_t last_progress;                 /* monotonic: last ack, or first send after idle */
     int64_t last_ack_wall;                 /* wall-clock ms of the last ack */
     int64_t pause_until;                   /* RETRY_LATER: send nothing before this */
-    unsigned retry_streak;                 /* RETRY_LATERs since the last success */
+    unsigned retry_streak;                 /* rounds of RETRY_LATER since the last success */
+    uint32_t random_pool[RANDOM_POOL];     /* jitter, drawn RANDOM_POOL at a time */
+    size_t random_left;                    /* unused words at the end of random_pool */
     struct agent_sender_stats stats;
 };
 
@@ -123,10 +132,16 @@ int64_t agent_backoff_ms(int64_t base_ms, int64_t max_ms, unsigned attempt, uint
     return v > max_ms ? max_ms : v < 1 ? 1 : v;
 }
 
-static int64_t backoff(const struct agent_sender *s, unsigned attempt)
+static int64_t backoff(struct agent_sender *s, unsigned attempt)
 {
+    /* Jitter, not a secret: a pool refilled from the kernel now and then
+     * does as well as a system call per report. */
+    if (s->random_left == 0) {
+        randombytes_buf(s->random_pool, sizeof(s->random_pool));
+        s->random_left = RANDOM_POOL;
+    }
     return agent_backoff_ms(s->resend_timeout_ms, s->backoff_max_ms, attempt,
-                            randombytes_random());
+                            s->random_pool[--s->random_left]);
 }
 
 /* ---- sockets ---------------------------------------------------------------- */
@@ -453,23 +468,32 @@ static bool socket_writable(struct agent_sender *s)
     return (events & ZMQ_POLLOUT) != 0;
 }
 
-/* Send one WAITING slot. Returns false when the socket took nothing (stop
- * trying others for now). */
-static bool send_slot(struct agent_sender *s, struct slot *slot, int64_t now)
+/* zmq_msg_init_data's deallocator: frames are malloc'd by agent_spool_read. */
+static void free_frame(void *data, void *hint)
 {
-    uint8_t *data = NULL;
-    size_t len = 0;
+    (void)hint;
+    free(data);
+}
+
+/* Read one WAITING slot's frame from the spool. Returns true with the
+ * frame in *data (the caller frees it) when there is something to send;
+ * false when the slot was dealt with here instead (gone, quarantined,
+ * too big: freed; unreadable: held for a resend timeout). */
+static bool read_slot(struct agent_sender *s, struct slot *slot, int64_t now, uint8_t **data,
+                      size_t *len)
+{
     struct rsl_error err;
     rsl_error_clear(&err);
-
-    int rc = agent_spool_read(s->spool, slot->sequence, s->max_message_bytes, &data, &len, &err);
+    int rc = agent_spool_read(s->spool, slot->sequence, s->max_message_bytes, data, len, &err);
+    if (rc == RSL_OK)
+        return true;
     if (rc == RSL_ENOENT || rc == RSL_ECORRUPT) {
         /* Gone (dropped, or acked on an earlier connection), or quarantined
          * (agent_spool_read logged it): nothing to send. */
         if (rc == RSL_ENOENT)
             RSL_DEBUG("sender", "report %" PRIu64 " is no longer in the spool", slot->sequence);
         slot_free(slot);
-        return true;
+        return false;
     }
     if (rc == RSL_ETOOBIG) {
         /* The cap was lowered since this was spooled. Sending it would make
@@ -482,19 +506,30 @@ static bool send_slot(struct agent_sender *s, struct slot *slot, int64_t now)
             RSL_ERR("sender", "%s", err.text);
         s->stats.rejected++;
         slot_free(slot);
-        return true;
+        return false;
     }
-    if (rc != RSL_OK) {
-        RSL_ERR("sender", "%s; retrying in %gs", err.text, (double)s->resend_timeout_ms / 1000.0);
-        slot->state = SLOT_HOLD;
-        slot->due = now + s->resend_timeout_ms;
-        return true;
+    RSL_ERR("sender", "%s; retrying in %gs", err.text, (double)s->resend_timeout_ms / 1000.0);
+    slot->state = SLOT_HOLD;
+    slot->due = now + s->resend_timeout_ms;
+    return false;
+}
+
+/* Hand one frame to ZeroMQ (which takes ownership of `data`, without a
+ * copy) and mark its slot SENT. Returns false when the socket took nothing
+ * (the slot stays WAITING, or is held after an error): stop sending for
+ * now. */
+static bool transmit(struct agent_sender *s, struct slot *slot, uint8_t *data, size_t len,
+                     int64_t now)
+{
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, data, len, free_frame, NULL) != 0) {
+        free(data);
+        return false;
     }
-    bool was_idle = awaiting(s) == 0;
-    int n = zmq_send(s->socket, data, len, ZMQ_DONTWAIT);
+    int n = zmq_msg_send(&msg, s->socket, ZMQ_DONTWAIT);
     int send_errno = errno;
-    free(data);
     if (n < 0) {
+        zmq_msg_close(&msg); /* frees data */
         if (send_errno == EAGAIN)
             return false; /* no connection right now: stays WAITING */
         RSL_ERR("sender", "sending report %" PRIu64 ": %s", slot->sequence,
@@ -510,8 +545,6 @@ static bool send_slot(struct agent_sender *s, struct slot *slot, int64_t now)
         s->stats.resent++;
         RSL_DEBUG("sender", "resent report %" PRIu64 " (try %u)", slot->sequence, slot->tries + 1);
     }
-    if (was_idle)
-        s->last_progress = now; /* the silence before was not the peer's fault */
     slot->tries++;
     slot->state = SLOT_SENT;
     slot->due = now + backoff(s, slot->tries);
@@ -523,17 +556,49 @@ static bool paused(const struct agent_sender *s, int64_t now)
     return s->draining || now < s->pause_until;
 }
 
+/* Send every WAITING slot, in bursts: up to SEND_BURST frames (and
+ * SEND_BURST_BYTES) are read from the spool first and then handed to
+ * ZeroMQ back to back. Interleaving one file read with one send made
+ * libzmq's I/O thread wake and write one TCP segment per report, and the
+ * aggregator's threads wake once per report too: a backfilling agent
+ * moved half the reports a sender with its frames in memory does. */
 static void send_waiting(struct agent_sender *s, int64_t now)
 {
+    struct {
+        struct slot *slot;
+        uint8_t *data;
+        size_t len;
+    } burst[SEND_BURST];
+    size_t next = 0; /* slots below this were looked at */
     if (paused(s, now) || s->socket == NULL)
         return;
-    for (size_t i = 0; i < s->window; i++) {
-        if (s->slots[i].state != SLOT_WAITING)
-            continue;
+    while (next < s->window) {
         if (!socket_writable(s))
             return;
-        if (!send_slot(s, &s->slots[i], now))
+        size_t n = 0;
+        size_t bytes = 0;
+        for (; next < s->window && n < SEND_BURST && bytes < SEND_BURST_BYTES; next++) {
+            struct slot *slot = &s->slots[next];
+            if (slot->state != SLOT_WAITING)
+                continue;
+            if (read_slot(s, slot, now, &burst[n].data, &burst[n].len)) {
+                burst[n].slot = slot;
+                bytes += burst[n].len;
+                n++;
+            }
+        }
+        if (n > 0 && awaiting(s) == 0)
+            s->last_progress = now; /* the silence before was not the peer's fault */
+        size_t i = 0;
+        while (i < n && transmit(s, burst[i].slot, burst[i].data, burst[i].len, now))
+            i++;
+        if (i < n) {
+            /* The socket took nothing more: the rest stay WAITING (their
+             * frames are read again next time). transmit freed burst[i]. */
+            for (size_t k = i + 1; k < n; k++)
+                free(burst[k].data);
             return;
+        }
     }
 }
 
@@ -675,18 +740,23 @@ static void handle_ack(struct agent_sender *s, const rsl_ack *ack, int64_t now)
     case RESILIENCE__V1__ACK__STATUS__RETRY_LATER:
     default: {
         /* The aggregator is overloaded: this report waits its backoff, and
-         * nothing at all is sent for a while that grows with each
-         * RETRY_LATER in a row. */
+         * nothing at all is sent for a while that grows with each round of
+         * RETRY_LATER in a row. A round, not an ack: one failed batch (or
+         * one full queue) answers a whole window at once, and counting
+         * each of those acks would double the pause once per report -
+         * backoff_max (minutes) after a single event at the aggregator. So
+         * the streak grows only for a RETRY_LATER that arrives once the
+         * current pause is over (a resend after it was answered again). */
         s->stats.retry_later++;
-        s->retry_streak++;
         int64_t hold = backoff(s, slot->tries);
-        int64_t pause = backoff(s, s->retry_streak);
+        if (now >= s->pause_until) {
+            s->retry_streak++;
+            s->pause_until = now + backoff(s, s->retry_streak);
+        }
         RSL_INFO("sender", "report %" PRIu64 " RETRY_LATER%s%s; retrying in %gs", ack->sequence,
                  detail[0] != '\0' ? ": " : "", detail, (double)hold / 1000.0);
         slot->state = SLOT_HOLD;
         slot->due = now + hold;
-        if (now + pause > s->pause_until)
-            s->pause_until = now + pause;
         break;
     }
     }

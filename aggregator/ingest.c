@@ -728,12 +728,23 @@ int agg_ingest_check_frame(const uint8_t *frame, size_t len, const char *zap_use
                        cfg->max_message_bytes);
         return RSL_OK;
     }
+    if (rc == RSL_ENOMEM) {
+        /* Our shortage, not a malformed report: the verdict stays
+         * RETRY_LATER, so the agent resends instead of setting it aside. */
+        snprintf(v->detail, sizeof(v->detail), "aggregator out of memory");
+        return RSL_OK;
+    }
     if (rc != RSL_OK) {
         verdict_reject(v, AGG_COUNT_MALFORMED, "SignedReport: %s", err.text);
         return RSL_OK;
     }
     const rsl_signed_report *sr = v->signed_report;
     rc = rsl_report_decode(sr->report.data, sr->report.len, &v->report, &err);
+    if (rc == RSL_ENOMEM) {
+        peek_report_identity(v, sr->report.data, sr->report.len);
+        snprintf(v->detail, sizeof(v->detail), "aggregator out of memory");
+        return RSL_OK;
+    }
     if (rc != RSL_OK) {
         peek_report_identity(v, sr->report.data, sr->report.len);
         verdict_reject(v, AGG_COUNT_MALFORMED, "Report: %s", err.text);
@@ -764,8 +775,16 @@ int agg_ingest_check_frame(const uint8_t *frame, size_t len, const char *zap_use
     }
     /* Over exactly the bytes that will be stored and digested: the
      * SignedReport's `report` field, prefixed with the signing domain. */
-    if (rsl_verify_report(pub, sr->report.data, sr->report.len, sr->signature.data,
-                          sr->signature.len) != RSL_OK) {
+    rc = rsl_verify_report(pub, sr->report.data, sr->report.len, sr->signature.data,
+                           sr->signature.len);
+    if (rc == RSL_ENOMEM || rc == RSL_ECRYPTO) {
+        /* The verifier could not run (memory, library init): no verdict on
+         * the signature, so never a permanent REJECTED. */
+        snprintf(v->detail, sizeof(v->detail), "aggregator cannot verify now: %s",
+                 rsl_strerror(rc));
+        return RSL_OK;
+    }
+    if (rc != RSL_OK) {
         verdict_reject(v, AGG_COUNT_BAD_SIGNATURE, "signature does not verify with key %s",
                        sr->key_id);
         return RSL_OK;
@@ -796,6 +815,10 @@ int agg_ingest_check_frame(const uint8_t *frame, size_t len, const char *zap_use
         snprintf(v->detail, sizeof(v->detail), "aggregator out of memory");
         return RSL_OK;
     }
+    /* The duplicate/equivocation key, computed here in parallel rather
+     * than in the one store thread. */
+    rsl_sha256(sr->report.data, sr->report.len, v->report_digest);
+    v->has_report_digest = true;
     v->store = true; /* still RETRY_LATER: nothing is committed yet */
     return RSL_OK;
 }
@@ -843,6 +866,9 @@ int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *v
             .report_len = v->signed_report->report.len,
             .report = r,
             .excluded = v->excluded,
+            /* A verdict made elsewhere than agg_ingest_check_frame may
+             * come without it: the store hashes then. */
+            .report_digest = v->has_report_digest ? v->report_digest : NULL,
         };
         enum agg_append_result result;
         rc = agg_store_append(store, &in, &result, err);

@@ -22,7 +22,8 @@
  *     cfg->ingest_max_queue reports (or AGG_INGEST_QUEUE_BYTES_MAX bytes)
  *     are already in flight, and sends every ack;
  *   - cfg->ingest_workers verify threads run agg_ingest_check_frame (decode,
- *     registry, Ed25519) - the expensive, parallel part;
+ *     registry, Ed25519, the SHA-256 the store compares) - the expensive,
+ *     parallel part;
  *   - the store thread takes whatever has been verified, up to
  *     cfg->ingest_batch_max reports, into ONE transaction (synchronous=FULL)
  *     and only after COMMIT returned passes each verdict on for its ack.
@@ -67,8 +68,10 @@
 /* Messages queued per connected agent inside libzmq before it stops reading
  * that agent's TCP stream (back-pressure, nothing is dropped): bounds the
  * per-peer memory to this many times max_message_bytes. Twice the agent's
- * default send window (64). */
-#define AGG_INGEST_RCVHWM 128
+ * default send window (512), so a whole window plus its resends can wait
+ * while the socket thread is busy, and a single backfilling agent is never
+ * held up by libzmq rather than by the pipeline. */
+#define AGG_INGEST_RCVHWM 1024
 #define AGG_ZAP_DOMAIN "resilience"
 
 /* ---- metrics -------------------------------------------------------------- */
@@ -233,6 +236,10 @@ struct agg_verdict {
     rsl_signed_report *signed_report;    /* owned; NULL unless decoded */
     rsl_report *report;                  /* owned; NULL unless decoded and valid */
     bool *excluded;                      /* owned; report->n_measurements flags */
+    /* SHA-256 of the Report bytes, set with `store` (hashed on the verify
+     * worker, so the serial store thread does not: agg_report_in). */
+    uint8_t report_digest[32];
+    bool has_report_digest;              /* report_digest is set */
     size_t n_excluded;                   /* = the three below added up */
     size_t n_excluded_unknown_indicator;
     size_t n_excluded_unit;

@@ -5,13 +5,17 @@
  * transactions on power loss); the ingest thread groups many reports per
  * transaction so the fsync cost is shared.
  *
- * Schema (version 1, PRAGMA user_version):
+ * Schema (version 3, PRAGMA user_version; older versions are upgraded by
+ * the writer when it opens them):
  *   reports       one row per accepted report: (agent_id, sequence) unique,
  *                 the original SignedReport bytes and SHA-256 of the Report
  *                 bytes (so a resend is told apart from equivocation without
  *                 reading the blob).
  *   measurements  history: one row per measurement, including excluded ones
- *                 (kept for audit, flagged), rowid in insertion order.
+ *                 (kept for audit, flagged), rowid in insertion order:
+ *                 the rows of one report are consecutive, and reports'
+ *                 rows follow each other in report id order (the audit
+ *                 walks both tables side by side, without an index).
  *                 The partial index measurements_latest on (nation,
  *                 indicator, observed_at_ms, received_at_ms) WHERE excluded=0
  *                 answers "latest at or before T" for one pair with a single
@@ -25,6 +29,15 @@
  *                 report count, clock offset (created_at_ms - received_at_ms
  *                 of its latest received report), written in the same
  *                 transaction as the report.
+ *
+ * The write path (perf of issue 4), per report: one INSERT of the report
+ * row whose ON CONFLICT DO NOTHING doubles as the duplicate check (the
+ * stored digest is read only when the insert did nothing), one multi-row
+ * INSERT for all its measurements, and nothing else until the commit:
+ * `current` and `agents` are staged in memory and written once per pair
+ * and per agent just before COMMIT, in the same transaction. Indexes
+ * written per measurement: only measurements_latest (the audit walk needs
+ * none). About half the CPU of one INSERT per row with a second index.
  *
  * agg_store_latest(at >= 0) walks `current` (it lists every pair that ever
  * had a non-excluded observation) and for each pair runs the indexed seek
@@ -47,7 +60,11 @@
 
 /* Version 2 (issue 4) added agents.clock_offset_ms; a version 1 store is
  * upgraded in place when the writer opens it. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
+/* Version 3 (perf of issue 4) only dropped the index measurements_report,
+ * which nothing but the audit walk used: a version 2 store reads the same,
+ * so read-only handles accept it as it is; the writer upgrades it. */
+#define STORE_SCHEMA_READABLE_MIN 2
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Page cache per handle, as PRAGMA cache_size takes it (negative: KiB). */
 #define STORE_WRITER_CACHE_KIB "-65536"
@@ -62,14 +79,14 @@ enum stmt_id {
     ST_ROLLBACK,
     ST_LOOKUP,
     ST_INSERT_REPORT,
-    ST_INSERT_MEASUREMENT,
+    ST_NEXT_MEASUREMENT_ID,
     ST_UPSERT_CURRENT,
     ST_UPSERT_AGENT,
     ST_LATEST_NOW,
     ST_LATEST_AT,
     ST_STATS,
     ST_REPORTS_ALL,
-    ST_REPORT_MEASUREMENTS,
+    ST_MEASUREMENTS_ALL,
     ST_CURRENT_CHECK,
     ST_CURRENT_MISSING,
     ST_COUNT,
@@ -80,13 +97,19 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_LOOKUP] = "SELECT digest FROM reports WHERE agent_id = ?1 AND sequence = ?2",
+    /* DO NOTHING on (agent_id, sequence): the unique index is searched
+     * once, by the insert itself; only when nothing was inserted does
+     * agg_store_append look the stored digest up (duplicate or
+     * equivocation). */
     [ST_INSERT_REPORT] =
         "INSERT INTO reports (agent_id, sequence, nation, key_id, created_at_ms, "
-        "received_at_ms, digest, signed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_INSERT_MEASUREMENT] =
-        "INSERT INTO measurements (report_id, idx, nation, indicator, value, unit, "
-        "observed_at_ms, received_at_ms, agent_id, excluded, releasable_to, source) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "received_at_ms, digest, signed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT (agent_id, sequence) DO NOTHING",
+    /* Measurement ids are counted from here in each transaction (the one
+     * writer holds the write lock): SQLite gives each new row max(id) + 1,
+     * so the id of every row of a multi-row insert is known without asking
+     * (insert_measurements checks the last one). */
+    [ST_NEXT_MEASUREMENT_ID] = "SELECT coalesce(max(id), 0) + 1 FROM measurements",
     /* The WHERE of DO UPDATE keeps the existing row unless the new one is
      * later by (observed, received, rowid); row values compare in order. */
     [ST_UPSERT_CURRENT] =
@@ -100,23 +123,26 @@ static const char *const stmt_sql[ST_COUNT] = {
         "releasable_to = excluded.releasable_to "
         "WHERE (excluded.observed_at_ms, excluded.received_at_ms, excluded.measurement_id) > "
         "(current.observed_at_ms, current.received_at_ms, current.measurement_id)",
+    /* Once per agent and transaction, with what its reports in the batch
+     * add up to (staged_agent_offer): the same result as one upsert per
+     * report in append order. */
     [ST_UPSERT_AGENT] =
         "INSERT INTO agents (agent_id, nation, last_sequence, last_seen_ms, reports, "
-        "clock_offset_ms) VALUES (?1, ?2, ?3, ?4, 1, ?5) "
+        "clock_offset_ms) VALUES (?1, ?2, ?3, ?4, ?6, ?5) "
         "ON CONFLICT (agent_id) DO UPDATE SET nation = excluded.nation, "
         "last_sequence = max(agents.last_sequence, excluded.last_sequence), "
         "clock_offset_ms = CASE WHEN excluded.last_seen_ms >= agents.last_seen_ms "
         "THEN excluded.clock_offset_ms ELSE agents.clock_offset_ms END, "
         "last_seen_ms = max(agents.last_seen_ms, excluded.last_seen_ms), "
-        "reports = agents.reports + 1",
+        "reports = agents.reports + excluded.reports",
     [ST_LATEST_NOW] =
-        "SELECT nation, indicator, unit, agent_id, value, observed_at_ms, received_at_ms "
-        "FROM current ORDER BY nation, indicator",
+        "SELECT nation, indicator, unit, agent_id, value, observed_at_ms, received_at_ms, "
+        "releasable_to FROM current ORDER BY nation, indicator",
     /* Per pair in `current`, one seek in measurements_latest. The literal
      * `excluded = 0` lets SQLite use the partial index. */
     [ST_LATEST_AT] =
         "SELECT m.nation, m.indicator, m.unit, m.agent_id, m.value, m.observed_at_ms, "
-        "m.received_at_ms FROM current AS c JOIN measurements AS m ON m.id = ("
+        "m.received_at_ms, m.releasable_to FROM current AS c JOIN measurements AS m ON m.id = ("
         " SELECT m2.id FROM measurements AS m2"
         " WHERE m2.nation = c.nation AND m2.indicator = c.indicator AND m2.excluded = 0"
         " AND m2.observed_at_ms <= ?1"
@@ -127,13 +153,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_STATS] = "SELECT (SELECT coalesce(max(id), 0) FROM reports), "
                  "(SELECT coalesce(max(id), 0) FROM measurements)",
     /* The audit walk (agg_store_reports): every report in storage order,
-     * then its measurement rows through the measurements_report index. */
+     * beside every measurement row in storage order (a merge of two rowid
+     * scans: no index, one pass over each table). */
     [ST_REPORTS_ALL] =
         "SELECT id, agent_id, sequence, nation, key_id, created_at_ms, received_at_ms, digest, "
         "signed FROM reports ORDER BY id",
-    [ST_REPORT_MEASUREMENTS] =
-        "SELECT idx, nation, indicator, value, unit, observed_at_ms, received_at_ms, agent_id, "
-        "excluded, releasable_to, source FROM measurements WHERE report_id = ?1 ORDER BY idx, id",
+    [ST_MEASUREMENTS_ALL] =
+        "SELECT report_id, idx, nation, indicator, value, unit, observed_at_ms, received_at_ms, "
+        "agent_id, excluded, releasable_to, source, id FROM measurements ORDER BY id",
     /* agg_store_check_current: a `current` row whose measurement is gone,
      * differs from it, is excluded, or is not the winner any more (a later
      * aggregated observation of the pair exists: one seek in
@@ -192,7 +219,6 @@ static const char schema_sql[] =
     " source TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS measurements_latest ON measurements"
     " (nation, indicator, observed_at_ms, received_at_ms) WHERE excluded = 0;"
-    "CREATE INDEX IF NOT EXISTS measurements_report ON measurements (report_id);"
     "CREATE TABLE IF NOT EXISTS current ("
     " nation TEXT NOT NULL,"
     " indicator TEXT NOT NULL,"
@@ -216,6 +242,8 @@ static const char schema_sql[] =
  * same transaction as the user_version bump. */
 static const char *const upgrade_sql[STORE_SCHEMA_VERSION] = {
     [1] = "ALTER TABLE agents ADD COLUMN clock_offset_ms INTEGER NOT NULL DEFAULT 0;",
+    /* Ten index entries per report that only the audit read. */
+    [2] = "DROP INDEX IF EXISTS measurements_report;",
 };
 
 /* A `current` candidate staged during a write transaction: the winner so
@@ -231,6 +259,22 @@ struct staged_current {
     int64_t observed_at_ms;
     int64_t received_at_ms;
 };
+
+/* An agent's row in `agents` as its reports in this transaction leave it:
+ * written once per agent just before COMMIT (ST_UPSERT_AGENT). */
+struct staged_agent {
+    char agent_id[RSL_AGENT_ID_MAX + 1];
+    char nation[4];                      /* of the last report appended */
+    int64_t last_sequence;               /* highest */
+    int64_t last_seen_ms;                /* highest received_at_ms */
+    int64_t clock_offset_ms;             /* of the last report appended with it */
+    int64_t reports;                     /* appended */
+};
+
+/* Rows per multi-row measurement insert: one statement (cursors opened
+ * once, one VDBE run) for a whole report of up to this many measurements;
+ * larger reports take several. */
+#define INSERT_ROWS_MAX 16
 
 struct agg_store {
     sqlite3 *db;
@@ -248,6 +292,16 @@ struct agg_store {
     size_t cap_staged;
     uint32_t *staged_index;
     size_t index_size;                   /* a power of two, > 2 * n_staged */
+    /* The agents table, staged the same way (one upsert per agent and
+     * batch instead of one per report). */
+    struct staged_agent *agents;
+    size_t n_agents;
+    size_t cap_agents;
+    uint32_t *agents_index;
+    size_t agents_index_size;            /* a power of two, > 2 * n_agents */
+    /* insert_rows[k]: INSERT of k measurement rows, prepared on first use. */
+    sqlite3_stmt *insert_rows[INSERT_ROWS_MAX + 1];
+    sqlite3_int64 next_measurement_id;   /* in the open transaction */
     /* Read-only queries of the HTTPS API, prepared on first use (see the
      * section at the end of this file). */
     sqlite3_stmt *read_stmt[4];
@@ -302,16 +356,31 @@ static int exec_simple(struct agg_store *st, enum stmt_id id, struct rsl_error *
  * on a large store at start-up, where integrity_check could take minutes.
  * Any failure to even run it counts as corruption: the file is not
  * something we should write into. */
+/* The check could not run. Only what SQLite calls corruption is called
+ * corruption: a full disk (the -shm or WAL file cannot grow, errno ENOSPC
+ * behind an I/O error) or another I/O error must not send an operator to
+ * restore a backup of a healthy store. */
+static int quick_check_failed(struct agg_store *st, int rc, struct rsl_error *err)
+{
+    if ((rc & 0xff) == SQLITE_FULL || sqlite3_system_errno(st->db) == ENOSPC)
+        return rsl_error_set(err, RSL_ENOSPC, "store %s: the file system is full (%s): free "
+                             "some space and start again; the store itself was not checked "
+                             "and is not known to be damaged", st->path, sqlite3_errmsg(st->db));
+    if ((rc & 0xff) == SQLITE_IOERR)
+        return rsl_error_set(err, RSL_EIO, "store %s: I/O error while checking it (%s, errno "
+                             "%d)", st->path, sqlite3_errmsg(st->db), sqlite3_system_errno(st->db));
+    int code = store_code(rc);
+    return rsl_error_set(err, code == RSL_ESTORE ? RSL_ECORRUPT : code,
+                         "store %s: integrity check failed: %s", st->path, sqlite3_errmsg(st->db));
+}
+
 static int store_quick_check(struct agg_store *st, struct rsl_error *err)
 {
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &s, NULL);
     if (rc != SQLITE_OK) {
         /* A garbage header fails here already, as "file is not a database". */
-        int code = store_code(rc);
-        rsl_error_set(err, code == RSL_ESTORE ? RSL_ECORRUPT : code,
-                      "store %s: integrity check failed: %s", st->path, sqlite3_errmsg(st->db));
-        return err != NULL ? err->code : RSL_ECORRUPT;
+        return quick_check_failed(st, rc, err);
     }
     int result = RSL_OK;
     rc = sqlite3_step(s);
@@ -330,10 +399,7 @@ static int store_quick_check(struct agg_store *st, struct rsl_error *err)
                                    "sqlite3)", st->path, shown);
         }
     } else {
-        int code = store_code(rc);
-        result = rsl_error_set(err, code == RSL_ESTORE ? RSL_ECORRUPT : code,
-                               "store %s: integrity check failed: %s", st->path,
-                               sqlite3_errmsg(st->db));
+        result = quick_check_failed(st, rc, err);
     }
     sqlite3_finalize(s);
     return result;
@@ -380,7 +446,7 @@ static int store_setup_schema(struct agg_store *st, struct rsl_error *err)
             return rsl_error_set(err, RSL_ESTORE,
                                  "store %s: not initialised (start the aggregator once)",
                                  st->path);
-        if (version != STORE_SCHEMA_VERSION)
+        if (version < STORE_SCHEMA_READABLE_MIN)
             return rsl_error_set(err, RSL_ESTORE,
                                  "store %s: schema version %" PRId64 " is older than this "
                                  "version's %d (start the aggregator once to upgrade it)",
@@ -469,6 +535,12 @@ int agg_store_open(const char *path, bool read_only, struct agg_store **out,
         }
     }
     /* FULL on readers too: harmless, and it keeps checkpoints they run safe.
+     * Foreign keys are enforced on readers (nothing to enforce) but not on
+     * the writer: the only reference, measurements.report_id, is the id of
+     * the report row the same agg_store_append call has just inserted, and
+     * checking it cost a table seek per measurement - and, since a foreign
+     * key failure always aborts the statement, a statement journal for the
+     * multi-row insert (see insert_rows_sql).
      * A page cache larger than SQLite's 2 MiB default: the writer touches
      * the right edge of every table and index in each transaction and, with
      * millions of rows, would otherwise re-read index pages from the OS on
@@ -482,7 +554,7 @@ int agg_store_open(const char *path, bool read_only, struct agg_store **out,
     src = sqlite3_exec(st->db,
                        read_only ? "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; "
                                    "PRAGMA cache_size = " STORE_READER_CACHE_KIB ";"
-                                 : "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; "
+                                 : "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; "
                                    "PRAGMA cache_size = " STORE_WRITER_CACHE_KIB "; "
                                    "PRAGMA wal_autocheckpoint = " STORE_WAL_CHECKPOINT_PAGES ";",
                        NULL, NULL, &msg);
@@ -525,8 +597,12 @@ void agg_store_close(struct agg_store **store)
         agg_store_rollback(st);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
+    for (int i = 0; i <= INSERT_ROWS_MAX; i++)
+        sqlite3_finalize(st->insert_rows[i]);
     free(st->staged);
     free(st->staged_index);
+    free(st->agents);
+    free(st->agents_index);
     for (size_t i = 0; i < sizeof(st->read_stmt) / sizeof(st->read_stmt[0]); i++)
         sqlite3_finalize(st->read_stmt[i]);
     /* close_v2 never fails with busy statements: all were finalized above. */
@@ -544,6 +620,9 @@ static void staged_clear(struct agg_store *st)
     st->n_staged = 0;
     if (st->staged_index != NULL)
         memset(st->staged_index, 0, st->index_size * sizeof(*st->staged_index));
+    st->n_agents = 0;
+    if (st->agents_index != NULL)
+        memset(st->agents_index, 0, st->agents_index_size * sizeof(*st->agents_index));
 }
 
 static uint32_t pair_hash(const char *nation, const char *indicator)
@@ -660,6 +739,105 @@ static int staged_flush(struct agg_store *st, struct rsl_error *err)
     return RSL_OK;
 }
 
+/* ---- staged `agents` -------------------------------------------------------- */
+
+static uint32_t text_hash(const char *text)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = text; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+static size_t staged_agent_slot(const struct agg_store *st, const char *agent_id)
+{
+    size_t mask = st->agents_index_size - 1;
+    size_t i = text_hash(agent_id) & mask;
+    while (st->agents_index[i] != 0 &&
+           strcmp(st->agents[st->agents_index[i] - 1].agent_id, agent_id) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int staged_agent_reserve(struct agg_store *st)
+{
+    if (st->n_agents == st->cap_agents) {
+        size_t cap = st->cap_agents ? st->cap_agents * 2 : 64;
+        struct staged_agent *a = realloc(st->agents, cap * sizeof(*a));
+        if (a == NULL)
+            return RSL_ENOMEM;
+        st->agents = a;
+        st->cap_agents = cap;
+    }
+    if (2 * (st->n_agents + 1) > st->agents_index_size) {
+        size_t size = st->agents_index_size ? st->agents_index_size * 2 : 256;
+        uint32_t *index = calloc(size, sizeof(*index));
+        if (index == NULL)
+            return RSL_ENOMEM;
+        free(st->agents_index);
+        st->agents_index = index;
+        st->agents_index_size = size;
+        for (size_t e = 0; e < st->n_agents; e++)
+            st->agents_index[staged_agent_slot(st, st->agents[e].agent_id)] = (uint32_t)(e + 1);
+    }
+    return RSL_OK;
+}
+
+/* Fold one appended report into its agent's staged row, with the rules
+ * ST_UPSERT_AGENT applies against the stored row: highest sequence,
+ * latest receive time, the clock offset of the report received last
+ * (ties: appended last), the nation of the report appended last. */
+static int staged_agent_offer(struct agg_store *st, const struct agg_report_in *in,
+                              struct rsl_error *err)
+{
+    if (staged_agent_reserve(st) != RSL_OK)
+        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    size_t slot = staged_agent_slot(st, in->agent_id);
+    int64_t offset = agg_clock_offset_ms(in->created_at_ms, in->received_at_ms);
+    struct staged_agent *a;
+    if (st->agents_index[slot] == 0) {
+        a = &st->agents[st->n_agents];
+        if (rsl_strlcpy(a->agent_id, in->agent_id, sizeof(a->agent_id)) != RSL_OK)
+            return rsl_error_set(err, RSL_EINVAL, "store: agent id too long");
+        a->last_sequence = (int64_t)in->sequence;
+        a->last_seen_ms = in->received_at_ms;
+        a->clock_offset_ms = offset;
+        a->reports = 0;
+        st->agents_index[slot] = (uint32_t)(++st->n_agents);
+    } else {
+        a = &st->agents[st->agents_index[slot] - 1];
+        if ((int64_t)in->sequence > a->last_sequence)
+            a->last_sequence = (int64_t)in->sequence;
+        if (in->received_at_ms >= a->last_seen_ms) {
+            a->last_seen_ms = in->received_at_ms;
+            a->clock_offset_ms = offset;
+        }
+    }
+    if (rsl_strlcpy(a->nation, in->nation, sizeof(a->nation)) != RSL_OK)
+        return rsl_error_set(err, RSL_EINVAL, "store: nation too long");
+    a->reports++;
+    return RSL_OK;
+}
+
+static int staged_agents_flush(struct agg_store *st, struct rsl_error *err)
+{
+    sqlite3_stmt *s = st->stmt[ST_UPSERT_AGENT];
+    for (size_t e = 0; e < st->n_agents; e++) {
+        const struct staged_agent *a = &st->agents[e];
+        sqlite3_bind_text(s, 1, a->agent_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, a->nation, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, a->last_sequence);
+        sqlite3_bind_int64(s, 4, a->last_seen_ms);
+        sqlite3_bind_int64(s, 5, a->clock_offset_ms);
+        sqlite3_bind_int64(s, 6, a->reports);
+        int rc = sqlite3_step(s);
+        stmt_done(s);
+        if (rc != SQLITE_DONE)
+            return store_fail(st, rc, err, "updating the agents");
+    }
+    return RSL_OK;
+}
+
 /* BEGIN IMMEDIATE takes the write lock now, so a conflicting writer (a
  * second aggregator on the same file by mistake) fails here after the busy
  * timeout, not halfway through a batch. */
@@ -685,8 +863,19 @@ int agg_store_begin(struct agg_store *st, struct rsl_error *err)
     }
     staged_clear(st);
     int rc = exec_simple(st, ST_BEGIN, err);
-    if (rc == RSL_OK)
-        st->in_transaction = true;
+    if (rc != RSL_OK)
+        return rc;
+    st->in_transaction = true;
+    /* Under the write lock nobody else inserts: ids from here on are ours. */
+    sqlite3_stmt *s = st->stmt[ST_NEXT_MEASUREMENT_ID];
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW)
+        st->next_measurement_id = sqlite3_column_int64(s, 0);
+    stmt_done(s);
+    if (src != SQLITE_ROW) {
+        rc = store_fail(st, src, err, "reading the next measurement id");
+        agg_store_rollback(st);
+    }
     return rc;
 }
 
@@ -694,8 +883,12 @@ int agg_store_commit(struct agg_store *st, struct rsl_error *err)
 {
     if (st == NULL || !st->in_transaction)
         return rsl_error_set(err, RSL_EINVAL, "agg_store_commit: no transaction open");
-    /* The staged present goes in first, in this same transaction. */
-    int rc = staged_flush(st, err);
+    /* The staged agents and present go in first, in this same
+     * transaction. */
+    int rc = staged_agents_flush(st, err);
+    if (rc != RSL_OK)
+        return rc;
+    rc = staged_flush(st, err);
     if (rc != RSL_OK)
         return rc;
     rc = exec_simple(st, ST_COMMIT, err);
@@ -776,46 +969,136 @@ int agg_store_lookup(struct agg_store *st, const char *agent_id, uint64_t sequen
     return lookup_digest(st, agent_id, sequence, found, digest, err);
 }
 
-/* History rows for every measurement; `current` rows only for those that
- * count (not excluded). The upsert's WHERE makes an out-of-order backfill a
- * no-op for `current` while it still lands in history. */
+/* The SQL of an INSERT of `rows` measurement rows. Parameters shared by
+ * every row: ?1 report id, ?2 nation, ?3 received_at_ms, ?4 agent id; then
+ * per row j (0-based) from ?5 + 9j: id (bound NULL: SQLite's max + 1),
+ * idx, indicator, value, unit, observed_at_ms, excluded, releasable_to,
+ * source.
+ * OR FAIL, not the default ABORT: a statement that writes several rows and
+ * may abort half-way makes SQLite keep a statement journal - a copy of
+ * every page the statement touches that the transaction had already
+ * changed, i.e. nearly all of them in a big batch, spilled to a temporary
+ * file (it multiplied the store thread's write() calls by seven). With
+ * FAIL a failing row stops the statement and keeps the rows before it,
+ * which is harmless here: any error fails agg_store_append and the caller
+ * rolls the whole transaction back. */
+static int insert_rows_sql(size_t rows, char *out, size_t outlen)
+{
+    size_t off = (size_t)snprintf(out, outlen,
+                                  "INSERT OR FAIL INTO measurements (id, report_id, idx, nation, "
+                                  "indicator, value, unit, observed_at_ms, received_at_ms, "
+                                  "agent_id, excluded, releasable_to, source) VALUES ");
+    for (size_t j = 0; j < rows && off < outlen; j++) {
+        unsigned b = 5 + 9 * (unsigned)j;
+        off += (size_t)snprintf(out + off, outlen - off,
+                                "%s(?%u, ?1, ?%u, ?2, ?%u, ?%u, ?%u, ?%u, ?3, ?4, ?%u, ?%u, ?%u)",
+                                j > 0 ? ", " : "", b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6,
+                                b + 7, b + 8);
+    }
+    return off < outlen ? RSL_OK : RSL_ETOOBIG;
+}
+
+static int insert_rows_stmt(struct agg_store *st, size_t rows, sqlite3_stmt **out,
+                            struct rsl_error *err)
+{
+    if (st->insert_rows[rows] == NULL) {
+        /* The column list, then per row at most 80 characters (nine
+         * three-digit parameter numbers and four shared ones). */
+        char sql[256 + INSERT_ROWS_MAX * 80];
+        if (insert_rows_sql(rows, sql, sizeof(sql)) != RSL_OK)
+            return rsl_error_set(err, RSL_ESTORE, "store: measurement insert too long");
+        int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                    &st->insert_rows[rows], NULL);
+        if (rc != SQLITE_OK)
+            return store_fail(st, rc, err, "preparing the measurement insert");
+    }
+    *out = st->insert_rows[rows];
+    return RSL_OK;
+}
+
+/* History rows for every measurement, INSERT_ROWS_MAX per statement;
+ * `current` candidates only for those that count (not excluded). The
+ * upsert's WHERE at commit makes an out-of-order backfill a no-op for
+ * `current` while it still lands in history. */
 static int insert_measurements(struct agg_store *st, const struct agg_report_in *in,
                                sqlite3_int64 report_id, struct rsl_error *err)
 {
     const rsl_report *r = in->report;
-    char releasable[RELEASABLE_TEXT_MAX];
-    for (size_t i = 0; i < r->n_measurements; i++) {
-        const rsl_measurement *m = r->measurements[i];
-        bool excluded = in->excluded != NULL && in->excluded[i];
-        const char *unit = m->unit != NULL ? m->unit : "";
-        agg_store_join_releasable(m, releasable, sizeof(releasable));
-
-        sqlite3_stmt *s = st->stmt[ST_INSERT_MEASUREMENT];
+    /* One joined releasable_to list per row of a statement: the bindings
+     * point into these until the statement has run. */
+    char (*releasable)[RELEASABLE_TEXT_MAX] = NULL;
+    int rc = RSL_OK;
+    for (size_t first = 0; first < r->n_measurements && rc == RSL_OK;
+         first += INSERT_ROWS_MAX) {
+        size_t rows = r->n_measurements - first;
+        if (rows > INSERT_ROWS_MAX)
+            rows = INSERT_ROWS_MAX;
+        sqlite3_stmt *s = NULL;
+        if ((rc = insert_rows_stmt(st, rows, &s, err)) != RSL_OK)
+            break;
         sqlite3_bind_int64(s, 1, report_id);
-        sqlite3_bind_int64(s, 2, (sqlite3_int64)i);
-        sqlite3_bind_text(s, 3, in->nation, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 4, m->indicator, -1, SQLITE_STATIC);
-        sqlite3_bind_double(s, 5, m->value);
-        sqlite3_bind_text(s, 6, unit, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 7, m->observed_at_ms);
-        sqlite3_bind_int64(s, 8, in->received_at_ms);
-        sqlite3_bind_text(s, 9, in->agent_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 10, excluded ? 1 : 0);
-        sqlite3_bind_text(s, 11, releasable, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 12, m->source != NULL ? m->source : "", -1, SQLITE_STATIC);
-        int rc = sqlite3_step(s);
+        sqlite3_bind_text(s, 2, in->nation, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, in->received_at_ms);
+        sqlite3_bind_text(s, 4, in->agent_id, -1, SQLITE_STATIC);
+        for (size_t j = 0; j < rows; j++) {
+            size_t i = first + j;
+            const rsl_measurement *m = r->measurements[i];
+            bool excluded = in->excluded != NULL && in->excluded[i];
+            int b = 5 + 9 * (int)j;
+            const char *joined = "";
+            if (m->n_releasable_to > 0) {
+                /* Rare: most measurements go to nobody; the buffers are
+                 * allocated only for a report that needs them. */
+                if (releasable == NULL &&
+                    (releasable = malloc(INSERT_ROWS_MAX * sizeof(*releasable))) == NULL) {
+                    stmt_done(s);
+                    rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
+                    goto out;
+                }
+                agg_store_join_releasable(m, releasable[j], sizeof(releasable[j]));
+                joined = releasable[j];
+            }
+            sqlite3_bind_null(s, b); /* SQLite's max + 1: next_measurement_id + j */
+            sqlite3_bind_int64(s, b + 1, (sqlite3_int64)i);
+            sqlite3_bind_text(s, b + 2, m->indicator, -1, SQLITE_STATIC);
+            sqlite3_bind_double(s, b + 3, m->value);
+            sqlite3_bind_text(s, b + 4, m->unit != NULL ? m->unit : "", -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, b + 5, m->observed_at_ms);
+            sqlite3_bind_int(s, b + 6, excluded ? 1 : 0);
+            sqlite3_bind_text(s, b + 7, joined, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, b + 8, m->source != NULL ? m->source : "", -1, SQLITE_STATIC);
+        }
+        int src = sqlite3_step(s);
         stmt_done(s);
-        if (rc != SQLITE_DONE)
-            return store_fail(st, rc, err, "inserting a measurement");
-        if (excluded)
-            continue;
-        rc = staged_offer(st, in->nation, m->indicator, unit, in->agent_id, releasable,
-                          sqlite3_last_insert_rowid(st->db), m->value, m->observed_at_ms,
-                          in->received_at_ms, err);
-        if (rc != RSL_OK)
-            return rc;
+        if (src != SQLITE_DONE) {
+            rc = store_fail(st, src, err, "inserting measurements");
+            break;
+        }
+        /* Each row got max(id) + 1 in turn (rows are never deleted), so
+         * the rows of this statement are next_measurement_id .. + rows - 1;
+         * checked, since `current` keeps these ids. */
+        if (sqlite3_last_insert_rowid(st->db) != st->next_measurement_id + (sqlite3_int64)rows - 1) {
+            rc = rsl_error_set(err, RSL_ESTORE, "store %s: measurement ids are not consecutive "
+                               "(expected %lld, got %lld)", st->path,
+                               (long long)(st->next_measurement_id + (sqlite3_int64)rows - 1),
+                               (long long)sqlite3_last_insert_rowid(st->db));
+            break;
+        }
+        for (size_t j = 0; j < rows && rc == RSL_OK; j++) {
+            size_t i = first + j;
+            const rsl_measurement *m = r->measurements[i];
+            if (in->excluded != NULL && in->excluded[i])
+                continue;
+            rc = staged_offer(st, in->nation, m->indicator, m->unit != NULL ? m->unit : "",
+                              in->agent_id, m->n_releasable_to > 0 ? releasable[j] : "",
+                              st->next_measurement_id + (sqlite3_int64)j, m->value,
+                              m->observed_at_ms, in->received_at_ms, err);
+        }
+        st->next_measurement_id += (sqlite3_int64)rows;
     }
-    return RSL_OK;
+out:
+    free(releasable);
+    return rc;
 }
 
 /* Duplicate detection compares digests of the Report bytes, not of the
@@ -837,21 +1120,17 @@ int agg_store_append(struct agg_store *st, const struct agg_report_in *in,
     if (in->signed_len > INT32_MAX || in->report_len > INT32_MAX)
         return rsl_error_set(err, RSL_ETOOBIG, "agg_store_append: report too large");
 
-    uint8_t digest[32];
-    rsl_sha256(in->report_bytes, in->report_len, digest);
-
-    /* Duplicate or equivocation? Inside the transaction, so a repeat within
-     * the same batch is seen too. */
-    bool found;
-    uint8_t stored[32];
-    int rc = lookup_digest(st, in->agent_id, in->sequence, &found, stored, err);
-    if (rc != RSL_OK)
-        return rc;
-    if (found) {
-        *result = memcmp(stored, digest, 32) == 0 ? AGG_APPEND_DUPLICATE : AGG_APPEND_CONFLICT;
-        return RSL_OK;
+    /* Hashed by the caller (ingest: on a verify worker, off this serial
+     * path) or here. */
+    uint8_t computed[32];
+    const uint8_t *digest = in->report_digest;
+    if (digest == NULL) {
+        rsl_sha256(in->report_bytes, in->report_len, computed);
+        digest = computed;
     }
 
+    /* Insert unless (agent_id, sequence) is taken - inside the
+     * transaction, so a repeat within the same batch is seen too. */
     sqlite3_stmt *s = st->stmt[ST_INSERT_REPORT];
     sqlite3_bind_text(s, 1, in->agent_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)in->sequence);
@@ -865,22 +1144,26 @@ int agg_store_append(struct agg_store *st, const struct agg_report_in *in,
     stmt_done(s);
     if (src != SQLITE_DONE)
         return store_fail(st, src, err, "inserting a report");
+    if (sqlite3_changes(st->db) == 0) {
+        /* Taken: the same report again, or different bytes (equivocation). */
+        bool found;
+        uint8_t stored[32];
+        int rc = lookup_digest(st, in->agent_id, in->sequence, &found, stored, err);
+        if (rc != RSL_OK)
+            return rc;
+        if (!found)
+            return rsl_error_set(err, RSL_ESTORE, "store %s: report %s/%" PRIu64 " was neither "
+                                 "inserted nor found", st->path, in->agent_id, in->sequence);
+        *result = memcmp(stored, digest, 32) == 0 ? AGG_APPEND_DUPLICATE : AGG_APPEND_CONFLICT;
+        return RSL_OK;
+    }
     sqlite3_int64 report_id = sqlite3_last_insert_rowid(st->db);
 
-    if ((rc = insert_measurements(st, in, report_id, err)) != RSL_OK)
+    int rc = insert_measurements(st, in, report_id, err);
+    if (rc == RSL_OK)
+        rc = staged_agent_offer(st, in, err);
+    if (rc != RSL_OK)
         return rc;
-
-    s = st->stmt[ST_UPSERT_AGENT];
-    sqlite3_bind_text(s, 1, in->agent_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, in->nation, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)in->sequence);
-    sqlite3_bind_int64(s, 4, in->received_at_ms);
-    sqlite3_bind_int64(s, 5, agg_clock_offset_ms(in->created_at_ms, in->received_at_ms));
-    src = sqlite3_step(s);
-    stmt_done(s);
-    if (src != SQLITE_DONE)
-        return store_fail(st, src, err, "updating the agent");
-
     *result = AGG_APPEND_INSERTED;
     return RSL_OK;
 }
@@ -912,6 +1195,7 @@ int agg_store_latest(struct agg_store *st, int64_t at_ms, agg_value_cb cb, void 
             .value = sqlite3_column_double(s, 4),
             .observed_at_ms = sqlite3_column_int64(s, 5),
             .received_at_ms = sqlite3_column_int64(s, 6),
+            .releasable_to = column_text(s, 7),
         };
         result = cb(ctx, &v);
         if (result != 0)
@@ -977,54 +1261,88 @@ static void row_buffer_reset(struct row_buffer *b)
     b->n = 0;
 }
 
-static int load_report_rows(struct agg_store *st, sqlite3_int64 report_id, struct row_buffer *b,
-                            bool *truncated, struct rsl_error *err)
+/* The measurement rows in storage order, read beside the reports: rows
+ * of one report are consecutive and follow the rows of every earlier
+ * report (agg_store_append writes them so), so one forward pass over each
+ * table pairs them up without an index. */
+struct row_walk {
+    sqlite3_stmt *s;           /* ST_MEASUREMENTS_ALL */
+    bool have;                 /* s is on a row not consumed yet */
+    bool done;                 /* no rows left */
+};
+
+/* Copy the rows of `report_id` (at most AGG_STORE_AUDIT_MAX_ROWS of them,
+ * *truncated if there are more) into b, ordered by idx then storage order.
+ * Rows naming a report id below it (no report of the walk: a row whose
+ * report is gone, or one moved out of place) are passed over, so they show
+ * as missing from their report, as they would through an index. */
+static int load_report_rows(struct agg_store *st, struct row_walk *w, sqlite3_int64 report_id,
+                            struct row_buffer *b, bool *truncated, struct rsl_error *err)
 {
-    sqlite3_stmt *s = st->stmt[ST_REPORT_MEASUREMENTS];
-    int result = RSL_OK;
-    int rc;
+    sqlite3_stmt *s = w->s;
     row_buffer_reset(b);
     *truncated = false;
-    sqlite3_bind_int64(s, 1, report_id);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    for (;;) {
+        if (!w->have && !w->done) {
+            int rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW)
+                w->have = true;
+            else if (rc == SQLITE_DONE)
+                w->done = true;
+            else
+                return store_fail(st, rc, err, "reading measurements");
+        }
+        if (w->done)
+            break;
+        sqlite3_int64 rid = sqlite3_column_int64(s, 0);
+        if (rid > report_id)
+            break; /* the next report's */
+        w->have = false; /* consumed, whatever happens below */
+        if (rid < report_id)
+            continue;
         if (b->n >= AGG_STORE_AUDIT_MAX_ROWS) {
             *truncated = true;
-            break;
+            continue;
         }
         if (b->n == b->cap) {
             size_t cap = b->cap ? b->cap * 2 : 16;
             struct agg_stored_measurement *r = realloc(b->rows, cap * sizeof(*r));
-            if (r == NULL) {
-                result = rsl_error_set(err, RSL_ENOMEM, "out of memory");
-                break;
-            }
+            if (r == NULL)
+                return rsl_error_set(err, RSL_ENOMEM, "out of memory");
             b->rows = r;
             b->cap = cap;
         }
         struct agg_stored_measurement *m = &b->rows[b->n];
         memset(m, 0, sizeof(*m));
         b->n++; /* counted now so row_buffer_reset frees whatever was copied */
-        m->idx = sqlite3_column_int64(s, 0);
-        m->nation = strdup(column_text(s, 1));
-        m->indicator = strdup(column_text(s, 2));
-        m->value = sqlite3_column_double(s, 3);
-        m->unit = strdup(column_text(s, 4));
-        m->observed_at_ms = sqlite3_column_int64(s, 5);
-        m->received_at_ms = sqlite3_column_int64(s, 6);
-        m->agent_id = strdup(column_text(s, 7));
-        m->excluded = sqlite3_column_int64(s, 8) != 0;
-        m->releasable_to = strdup(column_text(s, 9));
-        m->source = strdup(column_text(s, 10));
+        m->idx = sqlite3_column_int64(s, 1);
+        m->nation = strdup(column_text(s, 2));
+        m->indicator = strdup(column_text(s, 3));
+        m->value = sqlite3_column_double(s, 4);
+        m->unit = strdup(column_text(s, 5));
+        m->observed_at_ms = sqlite3_column_int64(s, 6);
+        m->received_at_ms = sqlite3_column_int64(s, 7);
+        m->agent_id = strdup(column_text(s, 8));
+        m->excluded = sqlite3_column_int64(s, 9) != 0;
+        m->releasable_to = strdup(column_text(s, 10));
+        m->source = strdup(column_text(s, 11));
         if (m->nation == NULL || m->indicator == NULL || m->unit == NULL ||
-            m->agent_id == NULL || m->releasable_to == NULL || m->source == NULL) {
-            result = rsl_error_set(err, RSL_ENOMEM, "out of memory");
-            break;
-        }
+            m->agent_id == NULL || m->releasable_to == NULL || m->source == NULL)
+            return rsl_error_set(err, RSL_ENOMEM, "out of memory");
     }
-    if (result == RSL_OK && !*truncated && rc != SQLITE_DONE)
-        result = store_fail(st, rc, err, "reading measurements");
-    stmt_done(s);
-    return result;
+    /* Storage order is idx order unless the rows were tampered with; a
+     * stable insertion sort keeps storage order among equal idx and costs
+     * one pass when already sorted. */
+    for (size_t i = 1; i < b->n; i++) {
+        struct agg_stored_measurement m = b->rows[i];
+        size_t j = i;
+        while (j > 0 && b->rows[j - 1].idx > m.idx) {
+            b->rows[j] = b->rows[j - 1];
+            j--;
+        }
+        b->rows[j] = m;
+    }
+    return RSL_OK;
 }
 
 /* A read transaction around a walk of several statements, unless the
@@ -1057,6 +1375,7 @@ int agg_store_reports(struct agg_store *st, agg_report_cb cb, void *ctx, struct 
     if (result != RSL_OK)
         return result;
     sqlite3_stmt *s = st->stmt[ST_REPORTS_ALL];
+    struct row_walk walk = {st->stmt[ST_MEASUREMENTS_ALL], false, false};
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         sqlite3_int64 id = sqlite3_column_int64(s, 0);
@@ -1076,7 +1395,7 @@ int agg_store_reports(struct agg_store *st, agg_report_cb cb, void *ctx, struct 
         r.digest_len = (size_t)sqlite3_column_bytes(s, 7);
         r.signed_bytes = sqlite3_column_blob(s, 8);
         r.signed_len = (size_t)sqlite3_column_bytes(s, 8);
-        result = load_report_rows(st, id, &rows, &r.measurements_truncated, err);
+        result = load_report_rows(st, &walk, id, &rows, &r.measurements_truncated, err);
         if (result != RSL_OK)
             break;
         r.measurements = rows.rows;
@@ -1088,6 +1407,7 @@ int agg_store_reports(struct agg_store *st, agg_report_cb cb, void *ctx, struct 
     if (result == RSL_OK && rc != SQLITE_DONE)
         result = store_fail(st, rc, err, "reading reports");
     stmt_done(s);
+    stmt_done(walk.s);
     read_end(st, began);
     row_buffer_reset(&rows);
     free(rows.rows);

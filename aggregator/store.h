@@ -50,6 +50,9 @@ struct agg_report_in {
     size_t report_len;
     const rsl_report *report;      /* decoded report_bytes */
     const bool *excluded;          /* report->n_measurements entries */
+    /* SHA-256 of report_bytes if the caller has it (ingest hashes on its
+     * verify workers, off the serial store thread); NULL: the store hashes. */
+    const uint8_t *report_digest;
 };
 
 enum agg_append_result {
@@ -81,6 +84,10 @@ struct agg_value {
     double value;
     int64_t observed_at_ms;
     int64_t received_at_ms;
+    /* Partner ids the nation released the measurement to, comma-joined as
+     * agg_store_join_releasable writes them; "" for none. Set by
+     * agg_store_latest only (other walks leave it NULL). */
+    const char *releasable_to;
 };
 typedef int (*agg_value_cb)(void *ctx, const struct agg_value *value);
 

@@ -38,7 +38,8 @@ import agent_footprint as fp  # noqa: E402  (sets up the environment and imports
 
 harness = fp.harness
 TARGET = 0.80
-WINDOW = 64
+WINDOW = 64          # the live senders' (rsl_probe --window)
+AGENT_WINDOW = 512   # the agent's default [agent] window (agent/config.h)
 
 
 def fresh_store(h):
@@ -101,8 +102,9 @@ def steady(h, probes, total, label):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reports", type=int, default=100000)
-    ap.add_argument("--agent-window", type=int, default=WINDOW,
-                    help="the agent's [agent] window (default %d, the agent's default)" % WINDOW)
+    ap.add_argument("--agent-window", type=int, default=None,
+                    help="the agent's [agent] window (default: not set, i.e. the agent's "
+                    "default, %d)" % AGENT_WINDOW)
     ap.add_argument("--diagnose-nofsync", action="store_true",
                     help="diagnosis only: run the agent with nofsync.so preloaded, to see how "
                     "much of the drain time its fsyncs take (not a valid configuration)")
@@ -124,7 +126,9 @@ def main():
         h.write_agent_conf(agent, {
             "cog": {"type": "static", "interval": "1h", "indicator": "gov.cog_exercise_age_months",
                     "value": "7", "unit": "months"}}, log="notice",
-            extra_agent="spool_max_mb = 65536\nwindow = %d" % args.agent_window)
+            extra_agent="spool_max_mb = 65536" + ("\nwindow = %d" % args.agent_window
+                                                  if args.agent_window else ""))
+        agent_window = args.agent_window or AGENT_WINDOW
 
         print("==> steady ingest (fresh store each time)")
         rates = [steady(h, probes[:1], n, "1 sender, window %d" % WINDOW),
@@ -155,7 +159,7 @@ def main():
         own, _ = fp.cpu_ticks(d.pid)
         rate, stored = ingest_rate(h)
         print("  %-34s %7d reports  %8.0f reports/s (middle 80%%)  wall %.1f s from agent "
-              "start; agent CPU %.1f s" % ("agent backfill, window %d" % args.agent_window,
+              "start; agent CPU %.1f s" % ("agent backfill, window %d" % agent_window,
                                             stored, rate, wall, own / fp.TICK), flush=True)
         d.stop()
 

@@ -31,23 +31,15 @@
 #include "rsl/sign.h"
 #include "rsl/util.h"
 
+#include "bench_indicators.h"
+
 #define MAX_AGENTS 256
 #define PER_REPORT 10
 #define PER_TRANSACTION 2000
 #define YEAR_MS (365LL * 24 * 3600 * 1000)
 
-static const char *const indicators[PER_REPORT][2] = {
-    {"gov.cog_exercise_age_months", "months"},
-    {"gov.alt_seat_activation_hours", "hours"},
-    {"gov.critical_service_bcp_pct", "pct"},
-    {"gov.secure_comms_availability_pct", "pct"},
-    {"energy.oil_stock_days", "days"},
-    {"energy.oil_stock_consumption_days", "days"},
-    {"energy.gas_storage_fill_pct", "pct"},
-    {"energy.critical_site_backup_fuel_hours", "hours"},
-    {"population.reception_capacity_vs_scenario_pct", "pct"},
-    {"population.evacuation_plan_coverage_pct", "pct"},
-};
+/* The ten indicators of every benchmark report (bench_indicators.h). */
+#define indicators bench_indicators
 
 struct agent {
     char id[RSL_AGENT_ID_MAX + 1];

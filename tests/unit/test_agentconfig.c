@@ -9,7 +9,7 @@
  * unknown collector types, file/http collectors without path/url, bad URLs
  * and public-key pins, bad spool bounds / window / heartbeat, a nation
  * missing from a given nation list. New keys have their documented
- * defaults (spool 512 MiB / 30 d / drop_oldest, window 64, backoff_max 5m,
+ * defaults (spool 512 MiB / 30 d / drop_oldest, window 512, backoff_max 5m,
  * heartbeat 10s; a file collector's max_age is 3 x its interval).
  * Key loading refuses a group-readable sign.key naming it, and a curve.pub
  * that does not belong to curve.key. A server key made of the Z85
@@ -225,7 +225,7 @@ static void test_spool_and_delivery_options(void **state)
     assert_int_equal(cfg->spool_max_bytes, 512ULL * 1024 * 1024);
     assert_int_equal(cfg->spool_max_age_ms, 30LL * 86400 * 1000);
     assert_int_equal(cfg->spool_full_policy, AGENT_SPOOL_DROP_OLDEST);
-    assert_int_equal(cfg->window, 64);
+    assert_int_equal(cfg->window, 512);
     assert_int_equal(cfg->backoff_max_ms, 300000);
     assert_int_equal(cfg->heartbeat_ms, 10000);
     agent_config_free(&cfg);
