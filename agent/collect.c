@@ -541,6 +541,32 @@ static bool exec_exited(const struct collector *c)
     return info.si_pid == c->run.pid;
 }
 
+/* The daemon's environment minus what systemd meant for the daemon alone:
+ * a collector that inherited NOTIFY_SOCKET could send READY/WATCHDOG in
+ * the agent's name (a hung agent kept alive by a chatty script), and
+ * LISTEN_FDS would describe descriptors the child does not have. The
+ * array borrows environ's strings; the caller frees only the array. */
+static char **child_environ(void)
+{
+    static const char *const drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
+                                       "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="};
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **env = calloc(n + 1, sizeof(*env));
+    if (env == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool keep = true;
+        for (size_t d = 0; d < sizeof(drop) / sizeof(drop[0]) && keep; d++)
+            keep = strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
+        if (keep)
+            env[k++] = environ[i];
+    }
+    return env;
+}
+
 static void exec_start(struct agent_collectors *set, struct collector *c, int64_t now)
 {
     (void)set;
@@ -589,7 +615,14 @@ static void exec_start(struct agent_collectors *set, struct collector *c, int64_
         (e = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||
         (e = posix_spawnattr_setsigdefault(&attr, &all)) != 0)
         goto fail;
-    if ((e = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ)) != 0) {
+    char **env = child_environ();
+    if (env == NULL) {
+        e = ENOMEM;
+        goto fail;
+    }
+    e = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, env);
+    free(env);
+    if (e != 0) {
         pid = -1;
         goto fail;
     }

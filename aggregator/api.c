@@ -23,8 +23,10 @@
 #include "assets.h"
 #include "csv.h"
 #include "ingest.h"
+#include "releaser.h"
 #include "rsl/log.h"
 #include "rsl/util.h"
+#include "store_outbox.h"
 #include "summary.h"
 
 #define LOG_MODULE "api"
@@ -42,6 +44,7 @@
 #define CT_JSON "application/json"
 #define CT_CSV "text/csv; charset=utf-8; header=present"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+#define CT_JOSE "application/jose"
 
 /* The dashboard page may load its own script, style and data, nothing
  * else; no inline script or style, no framing, no form posts. API
@@ -229,6 +232,7 @@ struct agg_api {
     const struct agg_config *cfg;         /* borrowed */
     struct agg_store *store;              /* borrowed, this worker's read-only handle */
     struct agg_api_metrics *metrics;      /* borrowed, shared */
+    struct agg_outbox *outbox;            /* this worker's read-only release handle, lazily */
     struct cache_entry cache[API_CACHE_SLOTS];
     const struct agg_asset *asset_index;  /* borrowed from the generated table */
     const struct agg_asset *asset_js;
@@ -275,6 +279,7 @@ void agg_api_free(struct agg_api **api)
         return;
     for (size_t i = 0; i < API_CACHE_SLOTS; i++)
         free((*api)->cache[i].body);
+    agg_outbox_close(&(*api)->outbox);
     free(*api);
     *api = NULL;
 }
@@ -808,6 +813,15 @@ static void route_metrics(struct agg_api *api, struct agg_api_response *rs)
     }
     agg_buf_append(&b, ingest, ingest_len);
     free(ingest);
+    char *releases = NULL;
+    size_t releases_len = 0;
+    if (agg_release_metrics_text(&releases, &releases_len) != RSL_OK) {
+        agg_buf_free(&b);
+        set_error(rs, 500, "internal", "out of memory");
+        return;
+    }
+    agg_buf_append(&b, releases, releases_len);
+    free(releases);
 
     struct agg_store_stats stats = {0};
     struct rsl_error err = {0};
@@ -927,7 +941,10 @@ out:
     free(points);
 }
 
-/* The partner's release (section 7). Scope was checked by dispatch. */
+/* The partner's release (section 7): the newest one the release generator
+ * stored, as it was signed (the JWS compact serialization, not JSON).
+ * Scope was checked by dispatch. The outbox handle is opened on first use:
+ * most workers never serve a partner. */
 static void route_partner(struct agg_api *api, const char *id, struct agg_api_response *rs)
 {
     bool known = false;
@@ -938,7 +955,29 @@ static void route_partner(struct agg_api *api, const char *id, struct agg_api_re
         set_error(rs, 404, "not_found", "no such partner in the configuration");
         return;
     }
-    set_error(rs, 501, "not_implemented", "releases not produced yet");
+    struct rsl_error err;
+    struct agg_release_row row;
+    bool found = false;
+    rsl_error_clear(&err);
+    memset(&row, 0, sizeof(row));
+    if (api->outbox == NULL &&
+        agg_outbox_open(api->cfg->store_path, true, &api->outbox, &err) != RSL_OK) {
+        RSL_ERR(LOG_MODULE, "partner release: %s", err.text);
+        set_error(rs, 503, "unavailable", "the release store cannot be read");
+        return;
+    }
+    if (agg_outbox_last(api->outbox, id, &row, &found, &err) != RSL_OK) {
+        RSL_ERR(LOG_MODULE, "partner release: %s", err.text);
+        set_error(rs, 503, "unavailable", "the release store cannot be read");
+        return;
+    }
+    if (!found) {
+        set_error(rs, 503, "unavailable", "no release has been made for this partner yet");
+        return;
+    }
+    set_body_owned(rs, 200, CT_JOSE, row.jws, row.jws_len);
+    row.jws = NULL; /* the response owns it now */
+    agg_release_row_clear(&row);
 }
 
 /* An embedded file with its strong ETag. If-None-Match is matched by

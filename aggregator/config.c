@@ -77,7 +77,21 @@ enum {
 enum { TOKEN_SEEN_ROLE = 1u << 0, TOKEN_SEEN_SHA = 1u << 1 };
 enum { CLIENT_SEEN_SUBJECT = 1u << 0, CLIENT_SEEN_ROLE = 1u << 1 };
 #define MAX_CLIENTS 1024
-enum { PARTNER_SEEN_INCLUDE = 1u << 0, PARTNER_SEEN_MIN = 1u << 1, PARTNER_SEEN_URL = 1u << 2 };
+enum {
+    PARTNER_SEEN_INCLUDE = 1u << 0,
+    PARTNER_SEEN_MIN = 1u << 1,
+    PARTNER_SEEN_URL = 1u << 2,
+    PARTNER_SEEN_MARKING = 1u << 3,
+    PARTNER_SEEN_INTERVAL = 1u << 4,
+    PARTNER_SEEN_MIN_INTERVAL = 1u << 5,
+    PARTNER_SEEN_OUTBOX_MAX = 1u << 6,
+    PARTNER_SEEN_CA = 1u << 7,
+    PARTNER_SEEN_CERT = 1u << 8,
+    PARTNER_SEEN_KEY = 1u << 9,
+    PARTNER_SEEN_TOKEN = 1u << 10,
+    PARTNER_SEEN_TIMEOUT = 1u << 11,
+    PARTNER_SEEN_BACKOFF = 1u << 12,
+};
 
 /* Per-entry facts needed only while loading (kept out of the public struct):
  * which keys a [token]/[partner] section set, and the line numbers that the
@@ -91,6 +105,7 @@ struct token_load {
 struct partner_load {
     unsigned seen;
     int include_line;
+    int line;          /* the first line of the section, for section-wide errors */
 };
 
 struct client_load {
@@ -314,6 +329,13 @@ static struct agg_partner *partner_get(struct load_ctx *ctx, const char *id, siz
     memset(part, 0, sizeof(*part));
     memset(&ctx->partner_load[cfg->n_partners], 0, sizeof(ctx->partner_load[0]));
     part->min_nations = AGG_DEFAULT_MIN_NATIONS;
+    snprintf(part->marking, sizeof(part->marking), "NATO UNCLASSIFIED RELEASABLE TO %.*s",
+             RSL_PARTNER_ID_MAX, id);
+    part->interval_ms = AGG_DEFAULT_RELEASE_INTERVAL_MS;
+    part->min_interval_ms = AGG_DEFAULT_RELEASE_MIN_INTERVAL_MS;
+    part->outbox_max = AGG_DEFAULT_OUTBOX_MAX;
+    part->timeout_ms = AGG_DEFAULT_PUSH_TIMEOUT_MS;
+    part->backoff_max_ms = AGG_DEFAULT_PUSH_BACKOFF_MAX_MS;
     /* The id was validated by the caller, so it fits. */
     rsl_strlcpy(part->id, id, sizeof(part->id));
     *index = cfg->n_partners++;
@@ -385,9 +407,11 @@ static void partner_include_free(struct agg_partner *p)
     p->n_include = 0;
 }
 
-/* [partner ID] include / min_nations / url. Releases are not built yet, but
- * the keys are validated now so a config written today keeps working (or
- * fails loudly) when they are. */
+/* [partner ID]: what is released (include, min_nations, marking), how
+ * often (interval, min_interval), and the push (url and its credentials,
+ * timeout, backoff_max, outbox_max). Cross-key rules (credentials need a
+ * url, cert and key together, min_interval <= interval) are checked once
+ * the whole file is read. */
 static int partner_key(struct load_ctx *ctx, const char *id, const char *key, const char *value,
                        int line, struct rsl_error *err)
 {
@@ -454,6 +478,70 @@ static int partner_key(struct load_ctx *ctx, const char *id, const char *key, co
         if (rsl_strlcpy(p->url, value, sizeof(p->url)) != RSL_OK)
             return rsl_error_set(err, RSL_ECONFIG, "url: too long");
         return RSL_OK;
+    }
+    if (strcmp(key, "marking") == 0) {
+        if (mark_seen(&pl->seen, PARTNER_SEEN_MARKING, key, "partner", err) != RSL_OK)
+            return RSL_ECONFIG;
+        /* It is printed into the release and shown by partners' tools. */
+        for (const char *c = value; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+                return rsl_error_set(err, RSL_ECONFIG, "marking: contains a control character");
+        if (value[0] == '\0' || rsl_strlcpy(p->marking, value, sizeof(p->marking)) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "marking: empty or longer than %d characters",
+                                 AGG_PARTNER_MARKING_MAX);
+        return RSL_OK;
+    }
+    struct {
+        const char *name;
+        unsigned bit;
+        int64_t min, max;
+        int64_t *out;
+    } durations[] = {
+        {"interval", PARTNER_SEEN_INTERVAL, 1000, 7 * 24 * 3600 * INT64_C(1000), &p->interval_ms},
+        {"min_interval", PARTNER_SEEN_MIN_INTERVAL, 0, 24 * 3600 * INT64_C(1000),
+         &p->min_interval_ms},
+        {"timeout", PARTNER_SEEN_TIMEOUT, 100, 3600 * INT64_C(1000), &p->timeout_ms},
+        {"backoff_max", PARTNER_SEEN_BACKOFF, 1000, 24 * 3600 * INT64_C(1000), &p->backoff_max_ms},
+    };
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++) {
+        if (strcmp(key, durations[i].name) != 0)
+            continue;
+        if (mark_seen(&pl->seen, durations[i].bit, key, "partner", err) != RSL_OK)
+            return RSL_ECONFIG;
+        int64_t ms;
+        if (rsl_parse_duration_ms(value, &ms) != RSL_OK || ms < durations[i].min ||
+            ms > durations[i].max)
+            return rsl_error_set(err, RSL_ECONFIG, "%s: '%s' is not a duration between %lld ms "
+                                 "and %lld ms (e.g. 30s, 5m, 1h)", key, value,
+                                 (long long)durations[i].min, (long long)durations[i].max);
+        *durations[i].out = ms;
+        return RSL_OK;
+    }
+    if (strcmp(key, "outbox_max") == 0) {
+        if (mark_seen(&pl->seen, PARTNER_SEEN_OUTBOX_MAX, key, "partner", err) != RSL_OK)
+            return RSL_ECONFIG;
+        if (rsl_parse_int64(value, 1, INT64_C(10000000), &p->outbox_max) != RSL_OK)
+            return rsl_error_set(err, RSL_ECONFIG, "outbox_max: '%s' is not a number 1..10000000",
+                                 value);
+        return RSL_OK;
+    }
+    struct {
+        const char *name;
+        unsigned bit;
+        char *out;
+        size_t outlen;
+    } paths[] = {
+        {"ca_file", PARTNER_SEEN_CA, p->ca_file, sizeof(p->ca_file)},
+        {"client_cert", PARTNER_SEEN_CERT, p->client_cert, sizeof(p->client_cert)},
+        {"client_key", PARTNER_SEEN_KEY, p->client_key, sizeof(p->client_key)},
+        {"token_file", PARTNER_SEEN_TOKEN, p->token_file, sizeof(p->token_file)},
+    };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        if (strcmp(key, paths[i].name) != 0)
+            continue;
+        if (mark_seen(&pl->seen, paths[i].bit, key, "partner", err) != RSL_OK)
+            return RSL_ECONFIG;
+        return set_path(ctx, key, value, paths[i].out, paths[i].outlen, err);
     }
     return rsl_error_set(err, RSL_ECONFIG, "unknown key '%s' in [partner %s]", key, id);
 }
@@ -917,6 +1005,18 @@ static int check_after_parse(struct load_ctx *ctx, struct rsl_error *err)
     }
     for (size_t i = 0; i < cfg->n_partners; i++) {
         const struct agg_partner *p = &cfg->partners[i];
+        /* Delivery settings without a url, or half a client certificate,
+         * are mistakes that would otherwise only show at the first push. */
+        if (p->url[0] == '\0' && (p->ca_file[0] || p->client_cert[0] || p->client_key[0] ||
+                                  p->token_file[0]))
+            return rsl_error_set(err, RSL_ECONFIG, "%s: [partner %s]: ca_file, client_cert, "
+                                 "client_key and token_file need url", ctx->path, p->id);
+        if ((p->client_cert[0] == '\0') != (p->client_key[0] == '\0'))
+            return rsl_error_set(err, RSL_ECONFIG, "%s: [partner %s]: client_cert and client_key "
+                                 "go together", ctx->path, p->id);
+        if (p->min_interval_ms > p->interval_ms)
+            return rsl_error_set(err, RSL_ECONFIG, "%s: [partner %s]: min_interval is longer than "
+                                 "interval", ctx->path, p->id);
         for (size_t j = 0; j < p->n_include; j++) {
             const char *item = p->include[j];
             if (!is_requirement(item) && rsl_taxonomy_indicator(cfg->taxonomy, item) == NULL)

@@ -34,6 +34,11 @@
 #define AGG_DEFAULT_MAX_FUTURE_SKEW_MS (5 * 60 * 1000)
 #define AGG_DEFAULT_TAXONOMY "/usr/share/resilience/indicators.csv"
 #define AGG_DEFAULT_MIN_NATIONS 3
+#define AGG_DEFAULT_RELEASE_INTERVAL_MS (15 * 60 * INT64_C(1000))
+#define AGG_DEFAULT_RELEASE_MIN_INTERVAL_MS (10 * INT64_C(1000))
+#define AGG_DEFAULT_OUTBOX_MAX 10000
+#define AGG_DEFAULT_PUSH_TIMEOUT_MS (10 * INT64_C(1000))
+#define AGG_DEFAULT_PUSH_BACKOFF_MAX_MS (5 * 60 * INT64_C(1000))
 /* [ingest] workers / max_queue / batch_max (issue 4); workers defaults to
  * the number of online cores. */
 #define AGG_DEFAULT_MAX_QUEUE 10000
@@ -70,7 +75,9 @@ struct agg_client {
     char partner[RSL_PARTNER_ID_MAX + 1];    /* AGG_ROLE_PARTNER: "EU"; else "" */
 };
 
-/* [partner ID]: parsed and validated; releases are not built yet. */
+/* [partner ID] (ARCHITECTURE section 7, issue 6): what is released to a
+ * partner organisation, how often, and where it is pushed. */
+#define AGG_PARTNER_MARKING_MAX 128
 struct agg_partner {
     char id[RSL_PARTNER_ID_MAX + 1];
     /* include: indicator ids (present in the taxonomy) or requirement names
@@ -78,7 +85,20 @@ struct agg_partner {
     char **include;
     size_t n_include;
     int min_nations;                         /* >= 1, default 3 */
+    /* The marking the release carries; default
+     * "NATO UNCLASSIFIED RELEASABLE TO <ID>". */
+    char marking[AGG_PARTNER_MARKING_MAX + 1];
+    int64_t interval_ms;                     /* a release at least this often (default 15m) */
+    int64_t min_interval_ms;                 /* change-driven releases at most this often (10s) */
+    int64_t outbox_max;                      /* undelivered releases kept (default 10000) */
+    /* Push delivery (all optional; only with url). */
     char url[AGG_PATH_MAX];                  /* "" when not set; https:// only */
+    char ca_file[AGG_PATH_MAX];              /* "" = the system's CAs */
+    char client_cert[AGG_PATH_MAX];          /* PEM; with client_key */
+    char client_key[AGG_PATH_MAX];
+    char token_file[AGG_PATH_MAX];           /* bearer token, one line, mode 0600 */
+    int64_t timeout_ms;                      /* per POST (default 10s) */
+    int64_t backoff_max_ms;                  /* retry delay cap (default 5m) */
 };
 
 struct agg_config {

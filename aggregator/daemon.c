@@ -4,7 +4,8 @@
  * Start-up order (each step needs the ones before it):
  *   config (+ taxonomy) -> registry -> private key files (mode, format) ->
  *   store open (quick_check) ->
- *   ZAP handler + ingest ROUTER (agg_ingest_start) -> HTTPS ->
+ *   ZAP handler + ingest ROUTER (agg_ingest_start) -> partner releases
+ *   (agg_releaser_start: first releases made) -> HTTPS ->
  *   log "ready" + sd_notify READY=1.
  * Any failure logs one line and exits 1, stopping what already runs.
  *
@@ -14,7 +15,8 @@
  * SIGHUP reloads the registry (swapped atomically in its holder).
  * SIGPIPE is ignored: a peer hanging up must never kill the daemon.
  *
- * Shutdown: HTTPS first (stop reading the store), then ingest (reads no new
+ * Shutdown: HTTPS first (stop reading the store), then the partner
+ * releases (a push in flight is aborted and stays in the outbox), then ingest (reads no new
  * reports, answers every one already admitted - committed and acked, or
  * rejected - then closes the store), then the registry and config. Exit 0.
  */
@@ -38,6 +40,7 @@
 #include "http.h"
 #include "ingest.h"
 #include "registry.h"
+#include "releaser.h"
 #include "rsl/keys.h"
 #include "rsl/log.h"
 #include "rsl/util.h"
@@ -79,8 +82,9 @@ static int load_registry(const struct agg_config *cfg, struct agg_registry_holde
 }
 
 /* The private key files the daemon will read, in the order it reads them:
- * its CURVE secret (ingest), its signing key (partner releases; checked if
- * present, since releases are not built yet) and the TLS key (HTTPS). */
+ * its CURVE secret (ingest), its signing key (partner releases: required
+ * when a [partner] is configured, else checked if present) and the TLS key
+ * (HTTPS). */
 enum { KEY_CURVE, KEY_SIGN, KEY_TLS, KEY_COUNT };
 
 /* Check one of them: present (sign.key: if present), a regular file, mode
@@ -106,7 +110,8 @@ static int check_private_key(const struct agg_config *cfg, int which, struct rsl
         if (rsl_keys_path(cfg->keys_dir, "sign.key", path, sizeof(path)) != RSL_OK)
             return rsl_error_set(err, RSL_ECONFIG, "%s: [ingest] keys: path too long", cfg->path);
         rc = rsl_key_file_check_private(path, err);
-        if (rc == RSL_ENOENT) {
+        /* Needed only to sign partner releases. */
+        if (rc == RSL_ENOENT && cfg->n_partners == 0) {
             rsl_error_clear(err);
             return RSL_OK;
         }
@@ -152,6 +157,29 @@ int agg_daemon_check_config(const char *path)
     if (access(cfg->https_cert, R_OK) != 0) {
         fprintf(stderr, "%s: [https] cert: %s: %s\n", path, cfg->https_cert, strerror(errno));
         problems++;
+    }
+    /* Partner push credentials: secrets private, certificates readable. */
+    for (size_t i = 0; i < cfg->n_partners; i++) {
+        const struct agg_partner *p = &cfg->partners[i];
+        const char *secrets[] = {p->token_file, p->client_key};
+        const char *secret_keys[] = {"token_file", "client_key"};
+        for (size_t k = 0; k < 2; k++) {
+            rsl_error_clear(&err);
+            if (secrets[k][0] != '\0' && rsl_key_file_check_private(secrets[k], &err) != RSL_OK) {
+                fprintf(stderr, "%s: [partner %s] %s: %s\n", path, p->id, secret_keys[k],
+                        err.text);
+                problems++;
+            }
+        }
+        const char *files[] = {p->ca_file, p->client_cert};
+        const char *file_keys[] = {"ca_file", "client_cert"};
+        for (size_t k = 0; k < 2; k++) {
+            if (files[k][0] != '\0' && access(files[k], R_OK) != 0) {
+                fprintf(stderr, "%s: [partner %s] %s: %s: %s\n", path, p->id, file_keys[k],
+                        files[k], strerror(errno));
+                problems++;
+            }
+        }
     }
 
     agg_registry_holder_free(&registry);
@@ -231,6 +259,7 @@ static int run(const char *path)
     struct agg_store *store = NULL;
     struct agg_ingest *ingest = NULL;
     struct agg_http *http = NULL;
+    struct agg_releaser *releaser = NULL;
     sigset_t set;
     int status = 1;
 
@@ -266,6 +295,8 @@ static int run(const char *path)
         goto fail;
     if (agg_ingest_start(cfg, registry, &store, &ingest, &err) != RSL_OK)
         goto fail;
+    if (agg_releaser_start(cfg, &releaser, &err) != RSL_OK)
+        goto fail;
     if (agg_http_start(cfg, &http, &err) != RSL_OK)
         goto fail;
 
@@ -282,6 +313,7 @@ fail:
     RSL_ERR("main", "%s", err.text[0] ? err.text : "start-up failed");
 out:
     agg_http_stop(&http);
+    agg_releaser_stop(&releaser);
     agg_ingest_stop(&ingest);
     agg_store_close(&store);
     agg_registry_holder_free(&registry);

@@ -387,7 +387,7 @@ static json_t *json_number_or_null(bool has, double v)
 }
 
 /* Add "<name>": RFC 3339 and "<name>_ms": integer. Returns 0 or -1. */
-static int set_time(json_t *obj, const char *name, int64_t ms)
+int agg_json_set_time(json_t *obj, const char *name, int64_t ms)
 {
     char text[40];
     char key[64];
@@ -398,7 +398,7 @@ static int set_time(json_t *obj, const char *name, int64_t ms)
     return json_object_set_new(obj, key, json_integer((json_int_t)ms));
 }
 
-static json_t *status_counts_json(const size_t counts[3])
+json_t *agg_status_counts_json(const size_t counts[3])
 {
     return json_pack("{s:I,s:I,s:I}", "green", (json_int_t)counts[RSL_STATUS_GREEN], "amber",
                      (json_int_t)counts[RSL_STATUS_AMBER], "red",
@@ -441,7 +441,7 @@ static json_t *indicator_summary_json(const struct rsl_taxonomy *tax,
         (json_int_t)is->nations_missing, "value", json_number_or_null(is->has_value, is->value),
         "min", json_number_or_null(is->has_value, is->min), "median",
         json_number_or_null(is->has_value, is->median), "max",
-        json_number_or_null(is->has_value, is->max), "status", status_counts_json(is->status_counts),
+        json_number_or_null(is->has_value, is->max), "status", agg_status_counts_json(is->status_counts),
         "stale", nation_list_json(tax, is->stale_nations, is->nations_stale, only_nation),
         "missing", nation_list_json(tax, is->missing_nations, is->nations_missing, only_nation));
 }
@@ -488,7 +488,7 @@ json_t *agg_summary_to_json(const struct agg_summary *summary, const char *only_
             goto fail;
     /* json_object_set_new consumes the value even when it fails, so the
      * arrays are handed over first and forgotten right away. */
-    int bad = set_time(doc, "at", summary->at_ms);
+    int bad = agg_json_set_time(doc, "at", summary->at_ms);
     bad |= json_object_set_new(doc, "nations", json_integer((json_int_t)tax->n_nations));
     bad |= json_object_set_new(doc, "indicators", indicators);
     indicators = NULL; /* transferred */
@@ -520,7 +520,7 @@ static json_t *nation_entry_json(const struct agg_nation_entry *e)
         bad |= json_object_set_new(obj, "agent_id", json_null());
     } else {
         bad |= json_object_set_new(obj, "value", json_number_or_null(true, e->value));
-        bad |= set_time(obj, "observed_at", e->observed_at_ms);
+        bad |= agg_json_set_time(obj, "observed_at", e->observed_at_ms);
         bad |= json_object_set_new(obj, "status", json_string(rsl_status_name(e->status)));
         bad |= json_object_set_new(obj, "agent_id", json_string(e->agent_id));
     }
@@ -549,7 +549,7 @@ json_t *agg_nation_view_to_json(const struct agg_nation_view *view)
     if (doc == NULL)
         goto fail;
     /* Every set_new below runs and consumes its value, success or not. */
-    int bad = set_time(doc, "at", view->at_ms);
+    int bad = agg_json_set_time(doc, "at", view->at_ms);
     bad |= json_object_set_new(
         doc, "counts",
         json_pack("{s:I,s:I,s:I}", "current", (json_int_t)view->counts[AGG_STATE_CURRENT],
@@ -582,7 +582,7 @@ json_t *agg_requirements_to_json(const struct agg_summary *summary, const char *
         if (json_array_append_new(requirements, requirement_summary_json(tax, &summary->requirements[r],
                                                                          only_nation)) != 0)
             goto fail;
-    int bad = set_time(doc, "at", summary->at_ms);
+    int bad = agg_json_set_time(doc, "at", summary->at_ms);
     bad |= json_object_set_new(doc, "nations", json_integer((json_int_t)tax->n_nations));
     bad |= json_object_set_new(doc, "requirements", requirements);
     requirements = NULL; /* transferred */
@@ -728,8 +728,8 @@ json_t *agg_history_to_json(const struct agg_history *h, int64_t from_ms, int64_
                               json_number_or_null(is->has_value, is->min), "median",
                               json_number_or_null(is->has_value, is->median), "max",
                               json_number_or_null(is->has_value, is->max), "status",
-                              status_counts_json(is->status_counts));
-        if (p == NULL || set_time(p, "at", h->points[k]) != 0 ||
+                              agg_status_counts_json(is->status_counts));
+        if (p == NULL || agg_json_set_time(p, "at", h->points[k]) != 0 ||
             json_array_append_new(points, p) != 0) {
             json_decref(p);
             goto fail;
@@ -741,8 +741,8 @@ json_t *agg_history_to_json(const struct agg_history *h, int64_t from_ms, int64_
                     (json_int_t)step_ms, "max_age_ms", (json_int_t)ind->max_age_ms);
     if (doc == NULL)
         goto fail;
-    int bad = set_time(doc, "from", from_ms);
-    bad |= set_time(doc, "to", to_ms);
+    int bad = agg_json_set_time(doc, "from", from_ms);
+    bad |= agg_json_set_time(doc, "to", to_ms);
     bad |= json_object_set_new(doc, "points", points);
     points = NULL; /* transferred */
     if (bad != 0)
@@ -863,7 +863,7 @@ int64_t agg_overview_at(const struct agg_overview *ov)
 static int set_time_or_null(json_t *obj, const char *name, int64_t ms)
 {
     if (ms > 0)
-        return set_time(obj, name, ms);
+        return agg_json_set_time(obj, name, ms);
     char key[64];
     snprintf(key, sizeof(key), "%s_ms", name);
     int bad = json_object_set_new(obj, name, json_null());
@@ -917,7 +917,7 @@ json_t *agg_overview_to_json(const struct agg_overview *ov)
     for (size_t n = 0; n < ov->tax->n_nations; n++)
         if (json_array_append_new(nations, overview_nation_json(ov, n)) != 0)
             goto fail;
-    int bad = set_time(doc, "at", ov->at_ms);
+    int bad = agg_json_set_time(doc, "at", ov->at_ms);
     bad |= json_object_set_new(doc, "nations", nations);
     nations = NULL; /* transferred */
     if (bad != 0)

@@ -140,6 +140,12 @@ void agg_nation_view_free(struct agg_nation_view **view);
 
 /* ---- 3. JSON ---------------------------------------------------------- */
 
+/* JSON helpers shared with the partner releases (release.c). Add
+ * "<name>": RFC 3339 text and "<name>_ms": unix ms to obj; 0 or -1. */
+int agg_json_set_time(json_t *obj, const char *name, int64_t ms);
+/* {"green": n, "amber": n, "red": n}; new reference or NULL. */
+json_t *agg_status_counts_json(const size_t counts[3]);
+
 /* The /v1/summary document. `only_nation`: NULL for the full view (staff);
  * a nation code to restrict the per-nation requirement statuses and the
  * stale/missing nation lists to that nation (nation role: alliance

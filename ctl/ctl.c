@@ -91,6 +91,8 @@ static const struct ctl_command commands[] = {
      ctl_nation_options, ctl_query_description, ctl_cmd_nation},
     {"history", "print an indicator's alliance value over time", "ID", 1, 1,
      ctl_history_options, ctl_query_description, ctl_cmd_history},
+    {"verify", "check a partner release (JWS) against the aggregator's public key", "FILE", 1, 1,
+     ctl_verify_options, ctl_verify_description, ctl_cmd_verify},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -138,6 +140,7 @@ static void print_command_help(FILE *f, const struct ctl_command *cmd)
 
 /* Format an error message into one line: values given by the user are
  * echoed in messages, and a newline in them must not split the line. */
+__attribute__((format(printf, 3, 0)))
 static void ctl_vline(char *line, size_t len, const char *fmt, va_list ap)
 {
     char raw[1024];

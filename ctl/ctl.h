@@ -90,5 +90,9 @@ extern const struct ctl_option ctl_summary_options[];
 extern const struct ctl_option ctl_nation_options[];
 extern const struct ctl_option ctl_history_options[];
 extern const char ctl_query_description[];
+/* verify FILE (ctl/verify.c): check a partner release offline. */
+int ctl_cmd_verify(struct ctl_ctx *ctx);
+extern const struct ctl_option ctl_verify_options[];
+extern const char ctl_verify_description[];
 
 #endif

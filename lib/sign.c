@@ -23,14 +23,18 @@
  * threads. rsl_verify_report touches no shared state except the one-time
  * sodium_init (pthread_once).
  *
- * Every OpenSSL failure path clears the thread's OpenSSL error queue: stale
- * entries there would be misread by the next TLS call on the same thread.
+ * Every function here that calls OpenSSL leaves the thread's OpenSSL error
+ * queue empty, after a success too: stale entries there would be misread
+ * by the next TLS call on the same thread. OpenSSL can succeed and still
+ * leave entries behind (an allocation that failed inside EVP_DigestSign on
+ * a path it recovered from: tests/faults/test_faults_alloc.c).
  */
 #include "rsl/sign.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -75,7 +79,13 @@ static int read_pem_file(const char *path, char *buf, size_t cap, size_t *len,
         return rsl_error_set(err, errno == ENOENT ? RSL_ENOENT : RSL_EIO, "%s: %s", path,
                              strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        /* An I/O error, not a bad file: the operator should not go and
+         * replace a good key. */
+        rc = rsl_error_set(err, RSL_EIO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
         rc = rsl_error_set(err, RSL_EPARSE, "%s: not a regular file", path);
         goto out;
     }
@@ -94,6 +104,20 @@ static int read_pem_file(const char *path, char *buf, size_t cap, size_t *len,
 out:
     close(fd);
     return rc;
+}
+
+/* OpenSSL failed: was it for lack of memory? OpenSSL returns NULL alike
+ * for a broken file and a failed allocation; its error queue says which.
+ * Without this, an agent short of memory would tell its operator that
+ * the key file is broken. Consumes the queue (the callers clear it anyway). */
+static bool openssl_out_of_memory(void)
+{
+    bool oom = false;
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+            oom = true;
+    return oom;
 }
 
 /* Never prompt on a terminal for a passphrase: an encrypted key is an error. */
@@ -158,7 +182,10 @@ int rsl_signer_load(const char *pem_path, struct rsl_signer **out, struct rsl_er
     }
     pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     if (pkey == NULL) {
-        rsl_error_set(err, rc, "%s: not an unencrypted PEM private key", pem_path);
+        if (openssl_out_of_memory())
+            rc = rsl_error_set(err, RSL_ENOMEM, "%s: out of memory reading the key", pem_path);
+        else
+            rsl_error_set(err, rc, "%s: not an unencrypted PEM private key", pem_path);
         goto out;
     }
     if (EVP_PKEY_get_id(pkey) != EVP_PKEY_ED25519) {
@@ -187,8 +214,7 @@ out:
     BIO_free(bio);
     EVP_PKEY_free(pkey);
     rsl_signer_free(&signer);
-    if (rc != RSL_OK)
-        ERR_clear_error();
+    ERR_clear_error(); /* after a success too: the design comment */
     return rc;
 }
 
@@ -213,33 +239,40 @@ const char *rsl_signer_key_id(const struct rsl_signer *signer)
     return signer != NULL ? signer->key_id : NULL;
 }
 
-int rsl_sign_report(const struct rsl_signer *signer, const uint8_t *report, size_t len,
-                    uint8_t signature[RSL_ED25519_SIGNATURE_BYTES])
+int rsl_sign_detached(const struct rsl_signer *signer, const uint8_t *msg, size_t len,
+                      uint8_t signature[RSL_ED25519_SIGNATURE_BYTES])
 {
     int rc = RSL_ECRYPTO;
     EVP_MD_CTX *ctx = NULL;
-    uint8_t *msg = NULL;
-    size_t msg_len = 0;
     size_t sig_len = RSL_ED25519_SIGNATURE_BYTES;
 
-    if (signer == NULL || signature == NULL || (report == NULL && len > 0))
+    if (signer == NULL || signature == NULL || (msg == NULL && len > 0))
         return RSL_EINVAL;
-    msg = prefixed_message(report, len, &msg_len);
-    if (msg == NULL)
-        return RSL_ENOMEM;
     ctx = EVP_MD_CTX_new();
     /* Ed25519 is a one-shot scheme: no digest (NULL md) and EVP_DigestSign,
      * not the Update/Final pair, which Ed25519 does not support. */
     if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, NULL, NULL, signer->pkey) != 1 ||
-        EVP_DigestSign(ctx, signature, &sig_len, msg, msg_len) != 1 ||
+        EVP_DigestSign(ctx, signature, &sig_len, msg != NULL ? msg : (const uint8_t *)"", len) != 1 ||
         sig_len != RSL_ED25519_SIGNATURE_BYTES)
         goto out;
     rc = RSL_OK;
 out:
     EVP_MD_CTX_free(ctx);
+    ERR_clear_error(); /* after a success too: the design comment */
+    return rc;
+}
+
+int rsl_sign_report(const struct rsl_signer *signer, const uint8_t *report, size_t len,
+                    uint8_t signature[RSL_ED25519_SIGNATURE_BYTES])
+{
+    if (signer == NULL || signature == NULL || (report == NULL && len > 0))
+        return RSL_EINVAL;
+    size_t msg_len = 0;
+    uint8_t *msg = prefixed_message(report, len, &msg_len);
+    if (msg == NULL)
+        return RSL_ENOMEM;
+    int rc = rsl_sign_detached(signer, msg, msg_len, signature);
     free(msg);
-    if (rc != RSL_OK)
-        ERR_clear_error();
     return rc;
 }
 
@@ -255,6 +288,20 @@ static void sodium_setup(void)
     sodium_status = sodium_init(); /* 0 first time, 1 if already done: both fine */
 }
 
+int rsl_verify_detached(const uint8_t public_key[RSL_ED25519_PUBLIC_BYTES], const uint8_t *msg,
+                        size_t len, const uint8_t *signature, size_t signature_len)
+{
+    if (public_key == NULL || signature == NULL || (msg == NULL && len > 0))
+        return RSL_EVERIFY;
+    if (signature_len != RSL_ED25519_SIGNATURE_BYTES)
+        return RSL_EVERIFY;
+    if (pthread_once(&sodium_once, sodium_setup) != 0 || sodium_status < 0)
+        return RSL_ECRYPTO;
+    int ok = crypto_sign_verify_detached(signature, msg != NULL ? msg : (const uint8_t *)"", len,
+                                         public_key) == 0;
+    return ok ? RSL_OK : RSL_EVERIFY;
+}
+
 int rsl_verify_report(const uint8_t public_key[RSL_ED25519_PUBLIC_BYTES], const uint8_t *report,
                       size_t len, const uint8_t *signature, size_t signature_len)
 {
@@ -262,15 +309,13 @@ int rsl_verify_report(const uint8_t public_key[RSL_ED25519_PUBLIC_BYTES], const 
         return RSL_EVERIFY;
     if (signature_len != RSL_ED25519_SIGNATURE_BYTES)
         return RSL_EVERIFY;
-    if (pthread_once(&sodium_once, sodium_setup) != 0 || sodium_status < 0)
-        return RSL_ECRYPTO;
     size_t msg_len = 0;
     uint8_t *msg = prefixed_message(report, len, &msg_len);
     if (msg == NULL)
         return RSL_ENOMEM;
-    int ok = crypto_sign_verify_detached(signature, msg, msg_len, public_key) == 0;
+    int rc = rsl_verify_detached(public_key, msg, msg_len, signature, signature_len);
     free(msg);
-    return ok ? RSL_OK : RSL_EVERIFY;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -299,7 +344,11 @@ int rsl_public_key_load_pem(const char *path, uint8_t out[RSL_ED25519_PUBLIC_BYT
     }
     pkey = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
     if (pkey == NULL) {
-        rsl_error_set(err, rc, "%s: not a PEM public key (-----BEGIN PUBLIC KEY-----)", path);
+        if (openssl_out_of_memory())
+            rc = rsl_error_set(err, RSL_ENOMEM, "%s: out of memory reading the key", path);
+        else
+            rsl_error_set(err, rc, "%s: not a PEM public key (-----BEGIN PUBLIC KEY-----)",
+                          path);
         goto out;
     }
     if (EVP_PKEY_get_id(pkey) != EVP_PKEY_ED25519) {
@@ -316,8 +365,7 @@ int rsl_public_key_load_pem(const char *path, uint8_t out[RSL_ED25519_PUBLIC_BYT
 out:
     BIO_free(bio);
     EVP_PKEY_free(pkey);
-    if (rc != RSL_OK)
-        ERR_clear_error();
+    ERR_clear_error(); /* after a success too: the design comment */
     return rc;
 }
 

@@ -6,10 +6,10 @@
 # Sourced by scripts/test.sh and scripts/demo.sh (defines rsl_install_deps),
 # or run directly. Non-interactive: safe in CI with no stdin.
 
-RSL_DEPS=(build-essential cmake pkg-config clang libzmq3-dev libsodium-dev
+RSL_DEPS=(build-essential cmake pkg-config clang libclang-rt-14-dev libzmq3-dev libsodium-dev
           libprotobuf-c-dev protobuf-c-compiler libssl-dev libcurl4-openssl-dev
           libcmocka-dev libsqlite3-dev libevent-dev libjansson-dev libinih-dev
-          libsystemd-dev python3 curl openssl sqlite3)
+          libsystemd-dev python3 python3-cryptography curl openssl sqlite3 valgrind)
 
 rsl_install_deps() {
     local missing=() pkg

@@ -7,14 +7,18 @@
 #      LeakSanitizer on)
 #   4. the demo in smoke mode (scripts/demo.sh --smoke) so it cannot rot
 #   5. the Debian packages (tests/packaging/test_packages.sh; as root only)
+#   6. every libFuzzer target for 60 s in build-fuzz/ (clang; scripts/fuzz.sh),
+#      started in the background after step 1 at nice 19, waited for at the end
+#   7. integration tests under valgrind memcheck with build/'s binaries (a
+#      chosen subset, tests/valgrind/run.py): 0 errors, 0 definite leaks
 #
 # Every step runs even when an earlier one failed (except tests of a build
 # that failed), so one run shows all problems; the summary at the end lists
 # each step and the script exits non-zero if any failed.
 #
 # Options (environment): RSL_TEST_JOBS (parallel build/test jobs, default
-# nproc), RSL_SKIP_ASAN=1, RSL_SKIP_DEMO=1, RSL_SKIP_PACKAGE=1 to leave a
-# step out locally.
+# nproc), RSL_SKIP_ASAN=1, RSL_SKIP_DEMO=1, RSL_SKIP_PACKAGE=1,
+# RSL_SKIP_FUZZ=1, RSL_SKIP_VALGRIND=1 to leave a step out locally.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,6 +74,25 @@ if ! step "dependencies" rsl_install_deps; then
     exit 1
 fi
 
+# Fuzzing: every target 60 s from its seed corpus (scripts/fuzz.sh; crash
+# reproducers are kept under build-fuzz/crashes/<target>/). It runs in the
+# background from here on at the lowest priority, one target per core:
+# fuzzers are pure CPU while the test steps mostly wait (timers, sockets,
+# fsync), so the fuzzers soak up the idle cores instead of adding ~9
+# minutes at the end. Each target still runs its full 60 s of wall time;
+# its log (executions, coverage) is printed near the end of this script.
+FUZZ_PID=""
+if [ "${RSL_SKIP_FUZZ:-0}" != 1 ]; then
+    FUZZ_LOG="$(mktemp "${TMPDIR:-/tmp}/rsl-fuzz-step.XXXXXX")"
+    FUZZ_STARTED=$SECONDS
+    # Its own session (setsid), so that an interrupted run can stop the
+    # fuzzers with it: the trap kills the whole process group.
+    setsid nice -n 19 bash "$ROOT/scripts/fuzz.sh" --time 60 --jobs "$JOBS" >"$FUZZ_LOG" 2>&1 &
+    FUZZ_PID=$!
+    echo "==> fuzzing in the background (pid $FUZZ_PID, log $FUZZ_LOG)"
+    trap '[ -n "$FUZZ_PID" ] && kill -- "-$FUZZ_PID" 2>/dev/null' EXIT
+fi
+
 build_and_test build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 if [ "${RSL_SKIP_ASAN:-0}" != 1 ]; then
@@ -79,6 +102,20 @@ if [ "${RSL_SKIP_ASAN:-0}" != 1 ]; then
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     RSL_TEST_SLOW=3 \
         build_and_test build-asan -DCMAKE_BUILD_TYPE=Debug -DRESILIENCE_SANITIZE=ON
+fi
+
+# Valgrind memcheck over the integration tests, with the normal build/ (no
+# sanitizers: they and valgrind do not mix). A subset that runs every
+# program and every major path in 5-8 minutes; tests/valgrind/run.py lists
+# it and says why ("run.py --all" runs everything, ~28 minutes).
+if [ "${RSL_SKIP_VALGRIND:-0}" != 1 ]; then
+    if [ -x "$ROOT/build/resilience-aggregator" ]; then
+        step "valgrind integration" python3 "$ROOT/tests/valgrind/run.py" \
+            --build "$ROOT/build" --jobs "$JOBS"
+    else
+        record "valgrind integration" 1 "NOT RUN (no binaries)"
+        echo "---- valgrind integration skipped: build/ has no binaries"
+    fi
 fi
 
 if [ "${RSL_SKIP_DEMO:-0}" != 1 ]; then
@@ -104,6 +141,19 @@ if [ "${RSL_SKIP_PACKAGE:-0}" != 1 ]; then
         STEP_RESULTS+=("SKIPPED (needs root)")
         echo "---- packages skipped: needs root (it installs packages system-wide)"
     fi
+fi
+
+# The fuzzing started in the background at the beginning: wait for it and
+# show its output.
+if [ -n "$FUZZ_PID" ]; then
+    echo
+    echo "==================== fuzz (60 s per target, in the background) ===================="
+    wait "$FUZZ_PID"
+    fuzz_rc=$?
+    FUZZ_PID=""
+    cat "$FUZZ_LOG"
+    echo "---- fuzz: exit $fuzz_rc after $((SECONDS - FUZZ_STARTED))s (since it started)"
+    record "fuzz (60 s per target)" "$fuzz_rc"
 fi
 
 echo

@@ -38,6 +38,14 @@ const char *rsl_signer_key_id(const struct rsl_signer *signer);
 int rsl_sign_report(const struct rsl_signer *signer, const uint8_t *report, size_t len,
                     uint8_t signature[RSL_ED25519_SIGNATURE_BYTES]);
 
+/* Pure Ed25519 over `len` bytes as given, no prefix: for formats that
+ * separate domains themselves (a JWS signing input starts with the
+ * base64url of its JSON header, never with RSL_SIGN_DOMAIN). Thread-safe. */
+int rsl_sign_detached(const struct rsl_signer *signer, const uint8_t *msg, size_t len,
+                      uint8_t signature[RSL_ED25519_SIGNATURE_BYTES]);
+int rsl_verify_detached(const uint8_t public_key[RSL_ED25519_PUBLIC_BYTES], const uint8_t *msg,
+                        size_t len, const uint8_t *signature, size_t signature_len);
+
 /* Verify a report signature: RSL_OK, or RSL_EVERIFY when it does not verify
  * (wrong key, altered bytes, missing prefix, wrong length). Thread-safe. */
 int rsl_verify_report(const uint8_t public_key[RSL_ED25519_PUBLIC_BYTES], const uint8_t *report,

@@ -187,6 +187,32 @@ class HttpsServer:
         self.httpd.server_close()
 
 
+def test_exec_collectors_do_not_inherit_systemd_notification_variables(h):
+    """NOTIFY_SOCKET / WATCHDOG_* / LISTEN_* are for the agent alone: a
+    collector that inherited them could report READY or WATCHDOG in the
+    agent's name. The rest of the environment is passed on."""
+    h.setup_aggregator()
+    agent = deu(h)
+    script = h.write("collectors/env.sh", (
+        "#!/bin/sh\n"
+        "leaked=0\n"
+        "for v in NOTIFY_SOCKET WATCHDOG_USEC WATCHDOG_PID LISTEN_FDS LISTEN_PID; do\n"
+        "  eval \"x=\\${$v-unset}\"\n"
+        "  [ \"$x\" = unset ] || leaked=$((leaked + 1))\n"
+        "done\n"
+        "kept=0; [ \"$RSL_TEST_KEEP\" = yes ] && kept=1\n"
+        "echo \"gov.cog_exercise_age_months $((leaked * 100 + kept)) months\"\n"), mode=0o755)
+    h.write_agent_conf(agent, {"env": {"type": "exec", "interval": "1s", "command": script}})
+    h.start_aggregator()
+    # The agent's sd_notify to a socket nobody listens on fails quietly.
+    h.start_agent(agent, env={"NOTIFY_SOCKET": h.path("no-such.sock"), "WATCHDOG_USEC": "60000000",
+                              "LISTEN_FDS": "1", "LISTEN_PID": "1", "RSL_TEST_KEEP": "yes"})
+    wait_for(lambda: values(h, "gov.cog_exercise_age_months"), "the env collector's value")
+    got = values(h, "gov.cog_exercise_age_months")[0]
+    check(got == 1, "collector saw %d systemd variable(s) and kept=%d (want 0 and 1)" % (
+        int(got) // 100, int(got) % 100))
+
+
 def test_http_collector_reads_lines_and_json_over_https(h):
     h.setup_aggregator()
     agent = deu(h)

@@ -92,6 +92,8 @@ struct probe_opts {
     int retry_delay_ms;
     bool wait_stdin;
     bool report_handshakes;
+    char *releasable[RSL_MAX_RELEASABLE]; /* --releasable-to, split at commas */
+    size_t n_releasable;
 };
 
 static void usage(FILE *out)
@@ -107,6 +109,7 @@ static void usage(FILE *out)
           "  --measure ID=VALUE[:UNIT]   repeatable (default energy.oil_stock_days=95:days)\n"
           "  --created-at MS        report created_at_ms (default now)\n"
           "  --observed-at MS       measurement observed_at_ms (default created-at)\n"
+          "  --releasable-to A,B    releasable_to of every measurement (default none)\n"
           "  --no-prefix            sign the bare report bytes (no domain prefix)\n"
           "  --corrupt-signature    flip one bit of the signature\n"
           "  --key-id HEX           put this key_id in the SignedReport\n"
@@ -179,7 +182,8 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
         OPT_AGENT_ID, OPT_NATION, OPT_ORGANISATION, OPT_MARKING, OPT_KEY_ID, OPT_SEQ,
         OPT_COUNT, OPT_MEASURE, OPT_CREATED_AT, OPT_OBSERVED_AT, OPT_NO_PREFIX,
         OPT_CORRUPT, OPT_RAW_HEX, OPT_OVERSIZE, OPT_TIMEOUT, OPT_HELP, OPT_UNTIL_ACKED,
-        OPT_WINDOW, OPT_RETRY_DELAY, OPT_WAIT_STDIN, OPT_REPORT_HANDSHAKES
+        OPT_WINDOW, OPT_RETRY_DELAY, OPT_WAIT_STDIN, OPT_REPORT_HANDSHAKES,
+        OPT_RELEASABLE_TO
     };
     static const struct option longopts[] = {
         {"endpoint", required_argument, NULL, OPT_ENDPOINT},
@@ -208,6 +212,7 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
         {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
         {"wait-stdin", no_argument, NULL, OPT_WAIT_STDIN},
         {"report-handshakes", no_argument, NULL, OPT_REPORT_HANDSHAKES},
+        {"releasable-to", required_argument, NULL, OPT_RELEASABLE_TO},
         {NULL, 0, NULL, 0},
     };
     uint64_t u = 0;
@@ -224,6 +229,15 @@ static int parse_args(int argc, char **argv, struct probe_opts *o)
         case OPT_NATION: o->nation = optarg; break;
         case OPT_ORGANISATION: o->organisation = optarg; break;
         case OPT_MARKING: o->marking = optarg; break;
+        case OPT_RELEASABLE_TO:
+            /* Every measurement gets this list; "" means none. */
+            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok != NULL;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (o->n_releasable >= RSL_MAX_RELEASABLE)
+                    goto bad;
+                o->releasable[o->n_releasable++] = tok;
+            }
+            break;
         case OPT_KEY_ID: o->key_id = optarg; break;
         case OPT_SEQ:
             if (parse_u64(optarg, &o->seq) != 0)
@@ -365,6 +379,8 @@ static int build_frame(const struct probe_opts *o, const struct rsl_signer *sign
         ms[i].unit = (char *)(uintptr_t)o->measures[i].unit;
         ms[i].observed_at_ms = observed;
         ms[i].source = (char *)(uintptr_t)"rsl_probe";
+        ms[i].n_releasable_to = o->n_releasable;
+        ms[i].releasable_to = (char **)(uintptr_t)o->releasable;
         mptrs[i] = &ms[i];
     }
     report.n_measurements = o->n_measures;

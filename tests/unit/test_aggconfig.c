@@ -325,6 +325,15 @@ static void test_config_bad_values(void **state)
         {"[partner EU]\nmin_nations = 0\n", "min_nations"},
         {"[partner EU]\nurl = http://partner.example/\n", "not an https:// URL"},
         {"[partner E.U]\nmin_nations = 3\n", "not a valid partner id"},
+        {"[partner EU]\ninterval = soon\n", "interval: 'soon' is not a duration"},
+        {"[partner EU]\ninterval = 0s\n", "interval: '0s'"},
+        {"[partner EU]\nmin_interval = -1s\n", "min_interval"},
+        {"[partner EU]\ntimeout = 10ms\n", "timeout: '10ms'"},
+        {"[partner EU]\nbackoff_max = 1y\n", "backoff_max"},
+        {"[partner EU]\noutbox_max = 0\n", "outbox_max: '0'"},
+        {"[partner EU]\nmarking = \n", "marking: empty"},
+        {"[partner EU]\nca_file = \n", "ca_file: empty path"},
+        {"[partner EU]\ncolour = blue\n", "unknown key 'colour' in [partner EU]"},
         {"[log]\nlevel = loud\n", "level: 'loud'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -407,6 +416,15 @@ static void test_config_cross_references(void **state)
     snprintf(text, sizeof(text), "[partner EU]\ninclude = energy.no_such_thing\n%s",
              minimal_required);
     expect_config_error(f, text, 2, "include: 'energy.no_such_thing'");
+    /* Section-wide partner rules (line 0: checked once the file is read). */
+    snprintf(text, sizeof(text), "[partner EU]\ntoken_file = t\n%s", minimal_required);
+    expect_config_error(f, text, 0, "need url");
+    snprintf(text, sizeof(text), "[partner EU]\nurl = https://p.example/\nclient_cert = c\n%s",
+             minimal_required);
+    expect_config_error(f, text, 0, "client_cert and client_key go together");
+    snprintf(text, sizeof(text), "[partner EU]\ninterval = 5s\nmin_interval = 10s\n%s",
+             minimal_required);
+    expect_config_error(f, text, 0, "min_interval is longer than interval");
     /* A taxonomy that does not exist is named. */
     expect_config_error(f,
                         "[ingest]\nkeys = k\nregistry = r\n[store]\npath = s\n[https]\ncert = c\n"
@@ -715,10 +733,16 @@ static void test_check_config_private_keys(void **state)
             fail_msg("%s with mode 0640 was accepted", private_files[i]);
         assert_int_equal(chmod(path, 0600), 0);
     }
-    /* sign.key is optional until partner releases exist; its absence is fine. */
+    /* sign.key signs partner releases only: without [partner] its absence is fine. */
     snprintf(path, sizeof(path), "%s/keys/sign.key", f->dir);
     assert_int_equal(unlink(path), 0);
     assert_int_equal(agg_daemon_check_config(f->conf), 0);
+    /* ... but with a [partner] it is required: releases are signed with it. */
+    FILE *conf = fopen(f->conf, "a");
+    assert_non_null(conf);
+    fputs("[partner EU]\ninclude = BR2\n", conf);
+    assert_int_equal(fclose(conf), 0);
+    assert_int_equal(agg_daemon_check_config(f->conf), 1);
     /* Nothing was created by checking. */
     snprintf(path, sizeof(path), "%s/store.db", f->dir);
     struct stat st;

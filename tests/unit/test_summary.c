@@ -25,6 +25,7 @@
 #include "rsl/util.h"
 #include "aggregator/csv.h"
 #include "aggregator/summary.h"
+#include "testutil.h"
 
 #define HOUR_MS INT64_C(3600000)
 #define T0 INT64_C(1800000000000) /* 2027-01-15T08:00:00Z, the query time */
@@ -54,15 +55,6 @@ struct fixture {
     struct agg_snapshot *snap;
 };
 
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    size_t n = fwrite(text, 1, strlen(text), f);
-    return fclose(f) == 0 && n == strlen(text) ? 0 : -1;
-}
-
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
@@ -76,7 +68,7 @@ static int setup(void **state)
         return -1;
     snprintf(ind, sizeof(ind), "%s/indicators.csv", fx->dir);
     snprintf(nat, sizeof(nat), "%s/nations.csv", fx->dir);
-    if (write_file(ind, indicators_csv) != 0 || write_file(nat, nations_csv) != 0)
+    if (rsl_test_write_file(ind, indicators_csv) != 0 || rsl_test_write_file(nat, nations_csv) != 0)
         return -1;
     if (rsl_taxonomy_load(ind, nat, &fx->tax, &err) != RSL_OK) {
         fprintf(stderr, "taxonomy: %s\n", err.text);
