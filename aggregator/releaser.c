@@ -655,14 +655,9 @@ void agg_releaser_stop(struct agg_releaser **releaser)
     }
     if (r->gen_started)
         pthread_join(r->gen, NULL);
-    bool curl_used = false;
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->parts[i].thread_started) {
+    for (size_t i = 0; i < r->n; i++)
+        if (r->parts[i].thread_started)
             pthread_join(r->parts[i].thread, NULL);
-            curl_used = true;
-        }
-    }
-    (void)curl_used;
     curl_global_cleanup();
     releaser_free(r);
     *releaser = NULL;

@@ -50,8 +50,6 @@
 #define RETRY_DELAY_US 20000
 #define GIVE_UP_S 600.0
 
-/* The ten indicators of every benchmark report (bench_indicators.h). */
-#define indicators bench_indicators
 
 struct report_slot {
     uint8_t *frame;
@@ -98,8 +96,8 @@ static int build_frame(const struct agent *a, const struct rsl_signer *signer, u
     for (size_t i = 0; i < n_measures; i++) {
         rsl_measurement init = RESILIENCE__V1__MEASUREMENT__INIT;
         ms[i] = init;
-        ms[i].indicator = (char *)(uintptr_t)indicators[i][0];
-        ms[i].unit = (char *)(uintptr_t)indicators[i][1];
+        ms[i].indicator = (char *)(uintptr_t)bench_indicators[i][0];
+        ms[i].unit = (char *)(uintptr_t)bench_indicators[i][1];
         ms[i].value = (double)(seq % 1000) + (double)i / 10.0;
         ms[i].observed_at_ms = now - 1000;
         ms[i].source = (char *)(uintptr_t)"bench";

@@ -39,8 +39,6 @@
 #define N_INDICATORS 10
 #define MAX_AGENTS 1024
 
-/* The ten indicators of every benchmark report (bench_indicators.h). */
-#define indicators bench_indicators
 
 static const char *const nations[] = {"ALB", "BEL", "BGR", "CAN", "CZE", "DEU", "DNK", "ESP",
                                       "EST", "FIN", "FRA", "GBR", "GRC", "HRV", "HUN", "ISL"};
@@ -87,8 +85,8 @@ static int prepare(struct prepared *p, size_t agent, uint64_t seq, size_t measur
     for (size_t i = 0; i < measures; i++) {
         rsl_measurement init = RESILIENCE__V1__MEASUREMENT__INIT;
         ms[i] = init;
-        ms[i].indicator = (char *)(uintptr_t)indicators[i % N_INDICATORS][0];
-        ms[i].unit = (char *)(uintptr_t)indicators[i % N_INDICATORS][1];
+        ms[i].indicator = (char *)(uintptr_t)bench_indicators[i % N_INDICATORS][0];
+        ms[i].unit = (char *)(uintptr_t)bench_indicators[i % N_INDICATORS][1];
         ms[i].value = (double)(seq % 1000) + (double)i / 10.0;
         ms[i].observed_at_ms = now - 1000;
         ms[i].source = (char *)(uintptr_t)"bench";

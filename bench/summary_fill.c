@@ -38,8 +38,6 @@
 #define PER_TRANSACTION 2000
 #define YEAR_MS (365LL * 24 * 3600 * 1000)
 
-/* The ten indicators of every benchmark report (bench_indicators.h). */
-#define indicators bench_indicators
 
 struct agent {
     char id[RSL_AGENT_ID_MAX + 1];
@@ -78,8 +76,8 @@ static int append_one(struct agg_store *st, const struct agent *a, uint64_t seq,
     for (size_t i = 0; i < PER_REPORT; i++) {
         rsl_measurement init = RESILIENCE__V1__MEASUREMENT__INIT;
         ms[i] = init;
-        ms[i].indicator = (char *)(uintptr_t)indicators[i][0];
-        ms[i].unit = (char *)(uintptr_t)indicators[i][1];
+        ms[i].indicator = (char *)(uintptr_t)bench_indicators[i][0];
+        ms[i].unit = (char *)(uintptr_t)bench_indicators[i][1];
         ms[i].value = (double)((seq * 7 + i * 13) % 100);
         ms[i].observed_at_ms = observed;
         ms[i].source = (char *)(uintptr_t)"summary_fill";

@@ -1173,3 +1173,24 @@ def api_client_cert(h, ca, name, subject):
     r = run(["openssl", "x509", "-in", crt, "-noout", "-subject", "-nameopt", "RFC2253"],
             check_rc=0)
     return crt, key, r.stdout.strip().split("=", 1)[1].strip()
+
+
+# --- the durability check shared by the crash and full-store tests ------------
+
+def check_acked_stored_once(h, accepted, want, measures_per_report):
+    """After a run with faults: every (agent_id, sequence) acked ACCEPTED is
+    in the store, none twice, exactly the set `want` is stored, each with
+    its `measures_per_report` measurement rows."""
+    rows = h.store_query("SELECT agent_id, sequence FROM reports")
+    in_store = set(rows)
+    check(len(rows) == len(in_store), "%d rows for %d distinct (agent, sequence)"
+          % (len(rows), len(in_store)))
+    lost = accepted - in_store
+    check(not lost, "%d reports acked ACCEPTED are not in the store, e.g. %r"
+          % (len(lost), sorted(lost)[:5]))
+    check(in_store == want, "stored %d of %d reports (missing e.g. %r, extra e.g. %r)" % (
+        len(in_store & want), len(want), sorted(want - in_store)[:5],
+        sorted(in_store - want)[:5]))
+    (n,), = h.store_query("SELECT count(*) FROM measurements")
+    check(n == len(want) * measures_per_report, "%d measurement rows for %d reports"
+          % (n, len(want)))
