@@ -14,7 +14,8 @@ aggregator, with reports sent over CURVE by rsl_probe.
   partner's release.
 - Push: (bearer token to one partner, a client certificate to the other)
   a partner whose receiver first hangs (accepts, never answers) and
-  then is down, with an aggregator restart in between, gets every release
+  then is down, with the aggregator killed (-9) and restarted in between,
+  gets every release
   in order once it returns; a second partner, kept up, received the
   releases made during the outage before the first one came back.
 """
@@ -367,9 +368,10 @@ def test_push_outage_in_order(h):
     check(not eu.received, "EU received while hanging")
     send(h, "POL", OIL, 33, "UA")             # a change UA must see promptly too
 
-    # Restart the aggregator while EU is down (connection refused now).
+    # kill -9 the aggregator while EU is down (connection refused now) and
+    # start it again: the outbox is durable, nothing made before is lost.
     eu.stop_hanging()
-    h.aggregator.stop()
+    h.aggregator.kill9()
     h.start_aggregator()
     before = len(ua.seqs())
     wait_for(lambda: len(ua.seqs()) >= before + 3, "UA receives releases after the restart")
