@@ -68,6 +68,11 @@
 /* Acked entry files kept in tmp/ for reuse. */
 #define RECYCLE_MAX 32
 #define RECYCLE_NAME_MAX 24 /* "recycle-65535" */
+/* Sizes of entries recently appended or read, by sequence (direct-mapped):
+ * the removal of an acked entry then needs no fstatat to account for it -
+ * one system call less per report while a deep spool drains. Larger than
+ * the largest window, so an entry's size is still there when its ack is. */
+#define SIZE_CACHE 2048
 
 enum { DIR_PENDING, DIR_REJECTED, DIR_CORRUPT, DIR_TMP, DIR_COUNT };
 static const char *const dir_names[DIR_COUNT] = {"pending", "rejected", "corrupt", "tmp"};
@@ -98,6 +103,10 @@ struct agent_spool {
     uint16_t usable[RECYCLE_MAX];
     size_t n_usable;
     uint16_t next_recycle;
+    struct {
+        uint64_t sequence; /* 0: empty */
+        int64_t size;
+    } sizes[SIZE_CACHE];
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -187,6 +196,22 @@ static void removals_durable(struct agent_spool *s)
 static void recycle_name(uint16_t id, char out[RECYCLE_NAME_MAX])
 {
     snprintf(out, RECYCLE_NAME_MAX, "recycle-%u", (unsigned)id);
+}
+
+static void size_remember(struct agent_spool *s, uint64_t sequence, int64_t size)
+{
+    s->sizes[sequence % SIZE_CACHE].sequence = sequence;
+    s->sizes[sequence % SIZE_CACHE].size = size;
+}
+
+/* The size remembered for an entry, or -1. Sequence numbers are never
+ * reused and an entry's file is never rewritten in place, so a remembered
+ * size stays true for as long as the entry exists. */
+static int64_t size_recall(const struct agent_spool *s, uint64_t sequence)
+{
+    return s->sizes[sequence % SIZE_CACHE].sequence == sequence
+               ? s->sizes[sequence % SIZE_CACHE].size
+               : -1;
 }
 
 /* Size of pending/<name>, or -1 if it is not there. */
@@ -1035,6 +1060,7 @@ int agent_spool_append(struct agent_spool *s, uint64_t sequence, const uint8_t *
         goto out;
     }
     account(s, sequence, (int64_t)agent_spool_entry_bytes(s, len));
+    size_remember(s, sequence, (int64_t)agent_spool_entry_bytes(s, len));
     removals_durable(s);
 out:
     if (fd >= 0)
@@ -1048,7 +1074,6 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
                      size_t *len, struct rsl_error *err)
 {
     char name[SPOOL_NAME_LEN + 1];
-    uint8_t header[AGENT_SPOOL_HEADER_BYTES];
     uint8_t sum[32];
     uint8_t *buf = NULL;
     const char *why = NULL;
@@ -1081,12 +1106,29 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
         why = "shorter than the entry header";
         goto out;
     }
-    int r = read_exact(fd, header, sizeof(header));
+    /* Header and payload in one read when the size is plausible (it
+     * always is for an intact entry); otherwise the header alone, whose
+     * checks below then name what is wrong. */
+    size_t want = (uint64_t)st.st_size - AGENT_SPOOL_HEADER_BYTES <= AGENT_SPOOL_ENTRY_MAX
+                      ? (size_t)st.st_size
+                      : AGENT_SPOOL_HEADER_BYTES;
+    buf = malloc(want);
+    if (buf == NULL) {
+        rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
+        goto out;
+    }
+    int r = read_exact(fd, buf, want);
     if (r < 0) {
         rc = rsl_error_set(err, RSL_EIO, "%s/pending/%s: %s", s->path, name, strerror(errno));
         goto out;
     }
-    if (r == 0 || memcmp(header, SPOOL_MAGIC, 8) != 0) {
+    const uint8_t *header = buf;
+    if (r == 0) {
+        /* Shorter than fstat said: cut while we read it. */
+        why = want > AGENT_SPOOL_HEADER_BYTES ? "truncated" : "bad entry header";
+        goto out;
+    }
+    if (memcmp(header, SPOOL_MAGIC, 8) != 0) {
         why = "bad entry header";
         goto out;
     }
@@ -1101,21 +1143,7 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
         why = "entry header does not match the file";
         goto out;
     }
-    buf = malloc(plen == 0 ? 1 : (size_t)plen);
-    if (buf == NULL) {
-        rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");
-        goto out;
-    }
-    r = read_exact(fd, buf, (size_t)plen);
-    if (r < 0) {
-        rc = rsl_error_set(err, RSL_EIO, "%s/pending/%s: %s", s->path, name, strerror(errno));
-        goto out;
-    }
-    if (r == 0) {
-        why = "truncated";
-        goto out;
-    }
-    checksum(header, buf, (size_t)plen, sum);
+    checksum(header, buf + AGENT_SPOOL_HEADER_BYTES, (size_t)plen, sum);
     if (!rsl_consttime_equal(sum, header + SPOOL_HASHED_HEADER, sizeof(sum))) {
         why = "checksum mismatch";
         goto out;
@@ -1125,6 +1153,9 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
                            s->path, name, plen, max_len);
         goto out;
     }
+    /* The caller owns (and frees) the payload alone: move it to the front. */
+    memmove(buf, buf + AGENT_SPOOL_HEADER_BYTES, (size_t)plen);
+    size_remember(s, sequence, (int64_t)st.st_size);
     *data = buf;
     *len = (size_t)plen;
     buf = NULL; /* transferred */
@@ -1144,7 +1175,9 @@ int agent_spool_remove(struct agent_spool *s, uint64_t sequence, struct rsl_erro
 {
     char name[SPOOL_NAME_LEN + 1];
     entry_name(sequence, name);
-    int64_t size = entry_size(s, name);
+    int64_t size = size_recall(s, sequence);
+    if (size < 0)
+        size = entry_size(s, name);
     if (size < 0)
         return rsl_error_set(err, errno == ENOENT ? RSL_ENOENT : RSL_EIO, "%s/pending/%s: %s",
                              s->path, name, strerror(errno));
