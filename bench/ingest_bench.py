@@ -24,7 +24,8 @@ Run through bench/ingest.sh. Steps:
 Environment: RSL_BUILD_DIR, BENCH_AGENTS (16), BENCH_REPORTS (per agent,
 2000), BENCH_WINDOW (64), BENCH_MEASURES (10), BENCH_VERIFY_SECONDS (3),
 BENCH_WORKERS ([ingest] workers; default: the aggregator's default, the
-number of cores). Exit 0 when the target is met, 1 when not, 2 on errors.
+number of cores), BENCH_BATCH_MAX ([ingest] batch_max; default: the
+aggregator's default). Exit 0 when the target is met, 1 when not, 2 on errors.
 The load generator runs on the same machine and competes for its cores.
 """
 import os
@@ -52,6 +53,7 @@ WINDOW = int(os.environ.get("BENCH_WINDOW", "64"))
 MEASURES = int(os.environ.get("BENCH_MEASURES", "10"))
 VERIFY_SECONDS = os.environ.get("BENCH_VERIFY_SECONDS", "3")
 WORKERS = os.environ.get("BENCH_WORKERS", "")
+BATCH_MAX = os.environ.get("BENCH_BATCH_MAX", "")
 TARGET = 0.50
 
 
@@ -120,7 +122,9 @@ def main():
 
     h = harness.Harness("ingest-bench")
     try:
-        extra = "workers = %s" % WORKERS if WORKERS else ""
+        extra = "\n".join(line for line in ("workers = %s" % WORKERS if WORKERS else "",
+                                             "batch_max = %s" % BATCH_MAX if BATCH_MAX else "")
+                           if line)
         h.setup_aggregator(extra_ingest=extra)
         with open(h.agg["conf"]) as f:
             conf = f.read().replace("level = debug", "level = notice")

@@ -38,6 +38,7 @@
 #include "rsl/sign.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,31 +245,59 @@ static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
     return false;
 }
 
-/* Walk one message of `spec` in [buf, buf+len). `path` names it in messages
- * ("signed_report", "measurements[3]"); it is empty for the Report itself, so
- * messages read "measurements[3].unit: ..." like rsl_report_validate's.
- * Recursion depth is bounded by the specs (Report -> Measurement), not by
- * the input. */
+/* Where wire_walk is: `parent` names the message ("signed_report", or ""
+ * for the Report itself, so messages read "measurements[3].unit: ..." like
+ * rsl_report_validate's), `field`/`index` the repeated sub-message inside
+ * it, if any. The text is composed only when there is an error to report:
+ * formatting it for every measurement of every report was a visible share
+ * of the aggregator's decoding time. */
+struct walk_where {
+    const char *parent;
+    const char *field; /* NULL: the message named by parent itself */
+    size_t index;
+};
+
+static int walk_error(struct rsl_error *err, const struct walk_where *w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int walk_error(struct rsl_error *err, const struct walk_where *w, const char *fmt, ...)
+{
+    char path[96];
+    char tail[RSL_ERROR_TEXT_MAX];
+    va_list ap;
+    if (w->field != NULL)
+        snprintf(path, sizeof(path), "%s%s%s[%zu]", w->parent, w->parent[0] != '\0' ? "." : "",
+                 w->field, w->index);
+    else
+        snprintf(path, sizeof(path), "%s", w->parent);
+    va_start(ap, fmt);
+    vsnprintf(tail, sizeof(tail), fmt, ap);
+    va_end(ap);
+    return rsl_error_set(err, RSL_EPARSE, "%s%s%s", path, path[0] != '\0' ? "." : "", tail);
+}
+
+static const struct walk_where report_where = {"", NULL, 0};
+static const struct walk_where signed_report_where = {"signed_report", NULL, 0};
+static const struct walk_where ack_where = {"ack", NULL, 0};
+
+/* Walk one message of `spec` in [buf, buf+len), at `where`. Recursion depth
+ * is bounded by the specs (Report -> Measurement), not by the input. */
 static int wire_walk(const struct wire_message_spec *spec, const uint8_t *buf, size_t len,
-                     const char *path, struct rsl_error *err)
+                     const struct walk_where *where, struct rsl_error *err)
 {
     const uint8_t *p = buf;
     const uint8_t *end = buf + len;
     size_t counts[WIRE_MAX_FIELDS] = {0};
-    /* "report.x" for the top level; "measurements[3].x" below it. */
-    const char *dot = path[0] != '\0' ? "." : "";
 
     while (p < end) {
         size_t at = (size_t)(p - buf);
         uint64_t tag;
         if (!wire_varint(&p, end, &tag))
-            return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: truncated or overlong field tag",
-                                 path, dot, at);
+            return walk_error(err, where, "byte %zu: truncated or overlong field tag", at);
         uint64_t number = tag >> 3;
         unsigned wt = (unsigned)(tag & 7u);
         if (number == 0 || number > 0x1fffffffu)
-            return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: invalid field number", path, dot,
-                                 at);
+            return walk_error(err, where, "byte %zu: invalid field number", at);
 
         const struct wire_field_spec *field = NULL;
         size_t field_index = 0;
@@ -279,8 +308,7 @@ static int wire_walk(const struct wire_message_spec *spec, const uint8_t *buf, s
             }
         }
         if (field != NULL && field->wire_type != wt)
-            return rsl_error_set(err, RSL_EPARSE, "%s%s%s: wrong wire type %u", path, dot,
-                                 field->name, wt);
+            return walk_error(err, where, "%s: wrong wire type %u", field->name, wt);
 
         const uint8_t *value = p;
         uint64_t value_len = 0;
@@ -288,54 +316,45 @@ static int wire_walk(const struct wire_message_spec *spec, const uint8_t *buf, s
         switch (wt) {
         case WT_VARINT:
             if (!wire_varint(&p, end, &ignored))
-                return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: truncated varint", path, dot,
-                                     at);
+                return walk_error(err, where, "byte %zu: truncated varint", at);
             break;
         case WT_I64:
         case WT_I32: {
             size_t width = wt == WT_I64 ? 8 : 4;
             if ((size_t)(end - p) < width)
-                return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: truncated fixed-width field",
-                                     path, dot, at);
+                return walk_error(err, where, "byte %zu: truncated fixed-width field", at);
             p += width;
             break;
         }
         case WT_LEN:
             if (!wire_varint(&p, end, &value_len))
-                return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: truncated length", path,
-                                     dot, at);
+                return walk_error(err, where, "byte %zu: truncated length", at);
             /* Compare against what is left, never compute p + value_len first:
              * a huge declared length would overflow the pointer. */
             if (value_len > (uint64_t)(end - p))
-                return rsl_error_set(err, RSL_EPARSE,
-                                     "%s%sbyte %zu: length %llu runs past the end (%zu left)",
-                                     path, dot, at, (unsigned long long)value_len,
-                                     (size_t)(end - p));
+                return walk_error(err, where, "byte %zu: length %llu runs past the end (%zu left)",
+                                  at, (unsigned long long)value_len, (size_t)(end - p));
             value = p;
             p += value_len;
             break;
         default: /* 3/4: proto2 groups, not in proto3; 6/7: undefined */
-            return rsl_error_set(err, RSL_EPARSE, "%s%sbyte %zu: unsupported wire type %u", path,
-                                 dot, at, wt);
+            return walk_error(err, where, "byte %zu: unsupported wire type %u", at, wt);
         }
         if (field == NULL)
             continue; /* unknown field: kept by protobuf-c, see the top comment */
 
         size_t index = counts[field_index]++;
         if (field->max_count != 0 && index >= field->max_count)
-            return rsl_error_set(err, RSL_EPARSE, "%s%s%s: more than %zu entries", path, dot,
-                                 field->name, field->max_count);
+            return walk_error(err, where, "%s: more than %zu entries", field->name,
+                              field->max_count);
         if (field->kind == FK_STRING && memchr(value, 0, (size_t)value_len) != NULL) {
             if (field->max_count != 0)
-                return rsl_error_set(err, RSL_EPARSE, "%s%s%s[%zu]: contains a NUL byte", path,
-                                     dot, field->name, index);
-            return rsl_error_set(err, RSL_EPARSE, "%s%s%s: contains a NUL byte", path, dot,
-                                 field->name);
+                return walk_error(err, where, "%s[%zu]: contains a NUL byte", field->name, index);
+            return walk_error(err, where, "%s: contains a NUL byte", field->name);
         }
         if (field->kind == FK_MESSAGE) {
-            char sub_path[96];
-            snprintf(sub_path, sizeof(sub_path), "%s%s%s[%zu]", path, dot, field->name, index);
-            int rc = wire_walk(field->sub, value, (size_t)value_len, sub_path, err);
+            struct walk_where sub = {where->parent, field->name, index};
+            int rc = wire_walk(field->sub, value, (size_t)value_len, &sub, err);
             if (rc != RSL_OK)
                 return rc;
         }
@@ -404,31 +423,45 @@ static int check_text(const char *s, bool required, size_t max, const char *name
     return RSL_OK;
 }
 
+/* check_text's verdict without its message: the fast path below runs for
+ * every measurement of every report, and composes a field's name only when
+ * there is something wrong with it. */
+static bool text_ok(const char *s, bool required, size_t max)
+{
+    if (s == NULL || s[0] == '\0')
+        return !required;
+    return strlen(s) <= max && utf8_valid(s);
+}
+
 static int validate_measurement(const rsl_measurement *m, size_t i, struct rsl_error *err)
 {
     char name[64];
-    int rc;
     if (m == NULL)
         return rsl_error_set(err, RSL_EPARSE, "measurements[%zu]: missing", i);
 
-    snprintf(name, sizeof(name), "measurements[%zu].indicator", i);
-    if ((rc = check_text(m->indicator, true, RSL_INDICATOR_ID_MAX, name, err)) != RSL_OK)
-        return rc;
-    if (!rsl_valid_indicator_id(m->indicator))
+    if (!text_ok(m->indicator, true, RSL_INDICATOR_ID_MAX) ||
+        !rsl_valid_indicator_id(m->indicator)) {
+        snprintf(name, sizeof(name), "measurements[%zu].indicator", i);
+        int rc = check_text(m->indicator, true, RSL_INDICATOR_ID_MAX, name, err);
+        if (rc != RSL_OK)
+            return rc;
         return rsl_error_set(err, RSL_EPARSE,
                              "%s: invalid id (lowercase letters, digits, '_' and '.', "
                              "starting with a letter)", name);
+    }
 
     if (!isfinite(m->value))
         return rsl_error_set(err, RSL_EPARSE, "measurements[%zu].value: not finite", i);
 
-    snprintf(name, sizeof(name), "measurements[%zu].unit", i);
     const char *unit = m->unit != NULL ? m->unit : "";
-    if ((rc = check_text(unit, false, RSL_UNIT_MAX, name, err)) != RSL_OK)
-        return rc;
-    if (!rsl_valid_unit(unit))
+    if (!text_ok(unit, false, RSL_UNIT_MAX) || !rsl_valid_unit(unit)) {
+        snprintf(name, sizeof(name), "measurements[%zu].unit", i);
+        int rc = check_text(unit, false, RSL_UNIT_MAX, name, err);
+        if (rc != RSL_OK)
+            return rc;
         return rsl_error_set(err, RSL_EPARSE,
                              "%s: invalid unit (letters, digits and _%%/.- only)", name);
+    }
 
     if (m->observed_at_ms <= 0)
         return rsl_error_set(err, RSL_EPARSE, "measurements[%zu].observed_at_ms: must be > 0", i);
@@ -443,6 +476,8 @@ static int validate_measurement(const rsl_measurement *m, size_t i, struct rsl_e
                                  "(1-%d of A-Z a-z 0-9 _ -)", i, k, RSL_PARTNER_ID_MAX);
     }
 
+    if (text_ok(m->source, false, RSL_SOURCE_MAX))
+        return RSL_OK;
     snprintf(name, sizeof(name), "measurements[%zu].source", i);
     return check_text(m->source, false, RSL_SOURCE_MAX, name, err);
 }
@@ -506,7 +541,7 @@ int rsl_report_decode(const uint8_t *buf, size_t len, rsl_report **out, struct r
     if (len > RSL_REPORT_MAX_BYTES)
         return rsl_error_set(err, RSL_ETOOBIG, "report: %zu bytes, at most %u", len,
                              RSL_REPORT_MAX_BYTES);
-    if ((rc = wire_walk(&report_spec, buf, len, "", err)) != RSL_OK) {
+    if ((rc = wire_walk(&report_spec, buf, len, &report_where, err)) != RSL_OK) {
         rsl_error_prefix(err, "report");
         goto out;
     }
@@ -569,7 +604,7 @@ int rsl_signed_report_decode(const uint8_t *buf, size_t len, size_t max_len,
     if (len > max_len)
         return rsl_error_set(err, RSL_ETOOBIG, "signed_report: %zu bytes, at most %zu", len,
                              max_len);
-    if ((rc = wire_walk(&signed_report_spec, buf, len, "signed_report", err)) != RSL_OK)
+    if ((rc = wire_walk(&signed_report_spec, buf, len, &signed_report_where, err)) != RSL_OK)
         goto out;
     alloc = pb_allocator(&mem);
     msg = resilience__v1__signed_report__unpack(&alloc, len, buf);
@@ -631,7 +666,7 @@ int rsl_ack_decode(const uint8_t *buf, size_t len, size_t max_len, rsl_ack **out
         return rsl_error_set(err, RSL_EINVAL, "ack: no input");
     if (len > max_len)
         return rsl_error_set(err, RSL_ETOOBIG, "ack: %zu bytes, at most %zu", len, max_len);
-    if ((rc = wire_walk(&ack_spec, buf, len, "ack", err)) != RSL_OK)
+    if ((rc = wire_walk(&ack_spec, buf, len, &ack_where, err)) != RSL_OK)
         goto out;
     alloc = pb_allocator(&mem);
     msg = resilience__v1__ack__unpack(&alloc, len, buf);
