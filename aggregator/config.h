@@ -42,7 +42,7 @@
 /* [ingest] workers / max_queue / batch_max (issue 4); workers defaults to
  * the number of online cores. */
 #define AGG_DEFAULT_MAX_QUEUE 10000
-#define AGG_DEFAULT_BATCH_MAX 512
+#define AGG_DEFAULT_BATCH_MAX 2048
 #define AGG_MAX_WORKERS 64
 #define AGG_MAX_QUEUE_MAX 1000000
 #define AGG_BATCH_MAX_MAX 10000

@@ -825,6 +825,31 @@ int agg_ingest_check_frame(const uint8_t *frame, size_t len, const char *zap_use
 
 /* ---- the batch transaction ---------------------------------------------- */
 
+/* Append order within a batch: by agent, then sequence, then arrival (so
+ * two copies of one report keep their order and the first one verified
+ * is the one stored). Reports of one agent then follow each other, and
+ * their rows land on the same few index pages one after the other while
+ * those are still in the CPU's caches, instead of every report touching
+ * the pages of another nation: the store thread's CPU per report falls.
+ * Nothing else depends on the order: every report in the batch commits
+ * or none does. */
+struct batch_key {
+    const struct agg_verdict *v;
+    size_t i;
+};
+
+static int batch_key_cmp(const void *a, const void *b)
+{
+    const struct batch_key *x = a;
+    const struct batch_key *y = b;
+    int c = strcmp(x->v->report->agent_id, y->v->report->agent_id);
+    if (c != 0)
+        return c;
+    if (x->v->report->sequence != y->v->report->sequence)
+        return x->v->report->sequence < y->v->report->sequence ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
 int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *verdicts, size_t n,
                            struct rsl_error *err)
 {
@@ -842,8 +867,30 @@ int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *v
     if (candidates == 0)
         return RSL_OK;
 
+    /* The order to append in (see batch_key_cmp); without memory for it,
+     * the order they came in. */
+    struct batch_key *order = malloc(candidates * sizeof(*order));
+    if (order != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct agg_verdict *v = verdicts[i];
+            if (v == NULL || !v->store)
+                continue;
+            if (v->report == NULL || v->signed_report == NULL || v->frame == NULL) {
+                free(order);
+                return rsl_error_set(err, RSL_EINVAL, "agg_ingest_store_batch: verdict %zu "
+                                     "has no report", i);
+            }
+            order[k].v = v;
+            order[k].i = i;
+            k++;
+        }
+        qsort(order, candidates, sizeof(*order), batch_key_cmp);
+    }
+
     int rc = agg_store_begin(store, err);
-    for (size_t i = 0; i < n && rc == RSL_OK; i++) {
+    for (size_t j = 0; j < (order != NULL ? candidates : n) && rc == RSL_OK; j++) {
+        size_t i = order != NULL ? order[j].i : j;
         struct agg_verdict *v = verdicts[i];
         if (v == NULL || !v->store)
             continue;
@@ -875,6 +922,7 @@ int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *v
         if (rc == RSL_OK)
             v->append_result = (int)result;
     }
+    free(order);
     if (rc == RSL_OK)
         rc = agg_store_commit(store, err);
     if (rc != RSL_OK) {

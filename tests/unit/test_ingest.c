@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -895,10 +896,45 @@ static void test_duplicate_and_equivocation(void **state)
     report_free(&other);
     report_free(&t);
 
-    /* Exactly two reports stored: sequences 5 (original) and 6 (first). */
+    /* The store appends a batch sorted by agent and sequence; the earlier
+     * of two versions still wins wherever the others land: here version
+     * "changed" of 9 arrives second, version "oil" fifth, among 10, 8, 11
+     * and 7. */
+    static const uint64_t seqs[6] = {10, 9, 8, 11, 9, 7};
+    struct test_report rs[6];
+    uint8_t *fr[6];
+    size_t fl[6];
+    struct agg_verdict vs[6];
+    for (size_t i = 0; i < 6; i++) {
+        report_make(&rs[i], DEU, "DEU", seqs[i], NOW_MS - 1000, i == 1 ? &changed : &oil, 1);
+        fr[i] = signed_frame(f->deu, rs[i].bytes, rs[i].len, &fl[i]);
+    }
+    assert_int_equal(store_frames(f, fr, fl, 6, vs), RSL_OK);
+    for (size_t i = 0; i < 6; i++) {
+        if (i == 4) {
+            assert_int_equal(vs[i].status, RESILIENCE__V1__ACK__STATUS__REJECTED);
+            assert_int_equal(vs[i].reason, AGG_COUNT_EQUIVOCATION);
+        } else if (vs[i].status != RESILIENCE__V1__ACK__STATUS__ACCEPTED) {
+            fail_msg("sequence %" PRIu64 " (%zu): %s %s", seqs[i], i,
+                     rsl_ack_status_name(vs[i].status), vs[i].detail);
+        }
+        agg_verdict_clear(&vs[i]);
+        free(fr[i]);
+    }
+    /* What is stored for 9 is the version that came first. */
+    uint8_t want[32], stored[32];
+    bool found = false;
+    rsl_sha256(rs[1].bytes, rs[1].len, want);
+    assert_int_equal(agg_store_lookup(f->store, DEU, 9, &found, stored, NULL), RSL_OK);
+    assert_true(found);
+    assert_memory_equal(stored, want, sizeof(want));
+    for (size_t i = 0; i < 6; i++)
+        report_free(&rs[i]);
+
+    /* Reports stored: 5 (original), 6 (first), then 7 to 11. */
     struct agg_store_stats stats;
     assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
-    assert_int_equal(stats.reports, 2);
+    assert_int_equal(stats.reports, 7);
 }
 
 /* A commit that fails acknowledges nothing: every candidate becomes
@@ -1495,7 +1531,7 @@ static void test_config_pipeline_keys(void **state)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(cfg->ingest_workers, cores < 1 ? 1 : cores > 64 ? 64 : (int)cores);
     assert_int_equal(cfg->ingest_max_queue, 10000);
-    assert_int_equal(cfg->ingest_batch_max, 512);
+    assert_int_equal(cfg->ingest_batch_max, 2048);
     agg_config_free(&cfg);
 
     assert_int_equal(load_config_text(f, "workers = 3\nmax_queue = 5\nbatch_max = 7", &cfg, &err),
