@@ -1070,6 +1070,12 @@ struct agg_ingest {
     size_t max_queue;
     size_t batch_max;
 
+    /* Failed batches, store thread only (store_failed): a disk that stays
+     * full is one log line per STORE_FAIL_LOG_US, not one per batch. */
+    uint64_t store_failing;      /* consecutive failed batches */
+    uint64_t store_fail_unlogged; /* failed since the last line */
+    uint64_t store_fail_logged_us;
+
     /* ZAP thread (closes its own sockets when it ends) */
     pthread_t zap_thread;
     bool zap_running;
@@ -1837,6 +1843,41 @@ static void *worker_main(void *arg)
 
 /* ---- the store thread ----------------------------------------------------- */
 
+/* Failed batches: the first is logged at once, then at most one line per
+ * STORE_FAIL_LOG_US saying how many failed meanwhile (every one is counted
+ * in resilience_ingest_store_errors_total); the first batch that commits
+ * again says so. */
+#define STORE_FAIL_LOG_US (10u * 1000u * 1000u)
+
+static void store_failed(struct agg_ingest *ing, size_t n, const struct rsl_error *err)
+{
+    uint64_t now = monotonic_us();
+    ing->store_failing++;
+    if (ing->store_failing > 1 && now - ing->store_fail_logged_us < STORE_FAIL_LOG_US) {
+        ing->store_fail_unlogged++;
+        return;
+    }
+    if (ing->store_fail_unlogged > 0)
+        RSL_ERR("ingest", "storing %zu reports failed, asking their agents to retry: %s "
+                "(%" PRIu64 " more batches failed since the last such line)", n, err->text,
+                ing->store_fail_unlogged);
+    else
+        RSL_ERR("ingest", "storing %zu reports failed, asking their agents to retry: %s", n,
+                err->text);
+    ing->store_fail_logged_us = now;
+    ing->store_fail_unlogged = 0;
+}
+
+static void store_succeeded(struct agg_ingest *ing)
+{
+    if (ing->store_failing == 0)
+        return;
+    RSL_NOTICE("ingest", "storing works again after %" PRIu64 " failed batches",
+               ing->store_failing);
+    ing->store_failing = 0;
+    ing->store_fail_unlogged = 0;
+}
+
 /* One group commit: everything verified and waiting (up to batch_max and
  * AGG_INGEST_BATCH_MAX_BYTES) in one transaction, then every verdict on to
  * the socket thread - only now, after COMMIT returned. */
@@ -1861,9 +1902,9 @@ static void store_some(struct agg_ingest *ing)
     uint64_t started = monotonic_us();
     if (agg_ingest_store_batch(ing->store, ing->batch_verdicts, n, &err) != RSL_OK) {
         count(AGG_COUNT_STORE_ERRORS, 1);
-        RSL_ERR("ingest", "storing %zu reports failed, asking their agents to retry: %s", n,
-                err.text);
+        store_failed(ing, n, &err);
     } else {
+        store_succeeded(ing);
         count(AGG_COUNT_COMMITS, 1);
         histogram_observe(AGG_HIST_COMMIT_SECONDS, monotonic_us() - started);
         histogram_observe(AGG_HIST_BATCH_REPORTS, n);

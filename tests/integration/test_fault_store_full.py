@@ -126,6 +126,22 @@ def test_full_store_acks_nothing_it_could_not_commit_and_recovers(h):
                      "five more seconds of full disk", interval=0.2)
             check(h.aggregator.alive(), "the aggregator died on a full disk")
             full_log = h.aggregator.log_text()[log_at:]
+            full_seconds = time.monotonic() - full_since
+            # Every failed batch is counted, but a disk that stays full is
+            # not a log line per batch: the first at once, then one per 10 s.
+            code, body = h.https("/metrics")
+            check(code == 200, "GET /metrics: HTTP %d" % code)
+            failed_batches = parse_prometheus(body).get(
+                ("resilience_ingest_store_errors_total", ()), 0)
+            fail_lines = [l for l in full_log.splitlines()
+                          if "storing" in l and "failed, asking their agents to retry" in l]
+            print("  %d failed batches in %.1f s of full disk, %d log lines about them"
+                  % (failed_batches, full_seconds, len(fail_lines)))
+            check(1 <= len(fail_lines) <= 2 + full_seconds / 10,
+                  "%d log lines about failed batches in %.1f s: %r"
+                  % (len(fail_lines), full_seconds, fail_lines[:5]))
+            check(failed_batches >= len(fail_lines), "store_errors_total %r is below the %d "
+                  "lines logged" % (failed_batches, len(fail_lines)))
 
             # kill -9 on the full disk and start again, still full: it
             # either comes up (and goes on refusing) or refuses to start
@@ -175,6 +191,11 @@ def test_full_store_acks_nothing_it_could_not_commit_and_recovers(h):
                     raise AssertionError("sender %s did not finish after the space came back"
                                          % a["id"])
                 check(p.returncode == 0, "sender %s exited %d" % (a["id"], p.returncode))
+            if restarted_full:
+                # The aggregator that failed batches says when they work again.
+                check("storing works again after" in h.aggregator.log_text(),
+                      "no 'storing works again' line after the space came back:\n%s"
+                      % h.aggregator.log_text()[-2000:])
         finally:
             for a, p, out, err in probes:
                 if p.poll() is None:
