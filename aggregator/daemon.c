@@ -218,7 +218,7 @@ static void reload_registry(const struct agg_config *cfg, struct agg_registry_ho
  * systemd watchdog (WatchdogSec= in the unit, WATCHDOG_USEC in the
  * environment) the wait wakes at half the interval to send WATCHDOG=1. */
 static void wait_for_stop(const sigset_t *set, const struct agg_config *cfg,
-                          struct agg_registry_holder *registry)
+                          struct agg_registry_holder *registry, const struct agg_ingest *ingest)
 {
     uint64_t watchdog_usec = 0;
     bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
@@ -245,6 +245,13 @@ static void wait_for_stop(const sigset_t *set, const struct agg_config *cfg,
         if (sig == SIGHUP) {
             reload_registry(cfg, registry);
             continue;
+        }
+        if (agg_ingest_failed(ingest)) {
+            /* The SIGTERM came from a pipeline thread that ended (logged
+             * above), not from the operator. */
+            RSL_ERR("main", "stopping after an internal failure (exit status %d)",
+                    AGG_EXIT_INTERNAL);
+            return;
         }
         RSL_NOTICE("main", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         return;
@@ -304,9 +311,9 @@ static int run(const char *path)
                cfg->n_bind > 1 ? " (and more)" : "", cfg->https_host, agg_http_port(http));
     sd_notify(0, "READY=1");
 
-    wait_for_stop(&set, cfg, registry);
+    wait_for_stop(&set, cfg, registry, ingest);
     sd_notify(0, "STOPPING=1");
-    status = 0;
+    status = agg_ingest_failed(ingest) ? AGG_EXIT_INTERNAL : 0;
     goto out;
 
 fail:

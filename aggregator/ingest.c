@@ -57,6 +57,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1070,6 +1071,11 @@ struct agg_ingest {
     size_t max_queue;
     size_t batch_max;
 
+    /* Set by ingest_shutdown before it stops the threads; set by a thread
+     * that ended on its own (thread_lost). */
+    atomic_bool stopping;
+    atomic_bool failed;
+
     /* Failed batches, store thread only (store_failed): a disk that stays
      * full is one log line per STORE_FAIL_LOG_US, not one per batch. */
     uint64_t store_failing;      /* consecutive failed batches */
@@ -1340,6 +1346,29 @@ out:
     return result;
 }
 
+/* A pipeline thread ended on its own (its poll failed, its socket broke):
+ * ingest cannot go on without it, and an aggregator that accepts
+ * connections but never answers - while it still feeds the systemd
+ * watchdog - would never be restarted. So the whole daemon stops: the
+ * main thread gets a SIGTERM, sees agg_ingest_failed() and exits with
+ * status 3, which systemd's Restart=on-failure restarts. Not while
+ * ingest_shutdown stops the threads on purpose. */
+static void thread_lost(struct agg_ingest *ing, const char *what)
+{
+    if (atomic_load(&ing->stopping))
+        return;
+    if (atomic_exchange(&ing->failed, true))
+        return; /* already reported */
+    RSL_ERR("ingest", "%s stopped unexpectedly; the aggregator stops so that it can be "
+            "restarted", what);
+    kill(getpid(), SIGTERM);
+}
+
+bool agg_ingest_failed(const struct agg_ingest *ing)
+{
+    return ing != NULL && atomic_load(&ing->failed);
+}
+
 /* The ZAP thread: wait on the control pipe and the ZAP socket; a STOP (or
  * context termination) ends it. It closes its own sockets: they were
  * created elsewhere but belong to this thread now. */
@@ -1361,6 +1390,7 @@ static void *zap_main(void *arg)
              * since agents will now all be turned away. */
             RSL_ERR("zap", "poll: %s; ZAP handler stopping, all new agent connections will be "
                     "refused", zmq_strerror(errno));
+            thread_lost(ing, "the ZAP handler");
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
@@ -1735,6 +1765,7 @@ static void *router_main(void *arg)
             if (errno == EINTR)
                 continue;
             RSL_ERR("ingest", "poll: %s; ingest stopped", zmq_strerror(errno));
+            thread_lost(ing, "the socket thread");
             break;
         }
         /* Acks first: they free room in the queue for what comes next. */
@@ -1742,8 +1773,10 @@ static void *router_main(void *arg)
             acknowledge_some(ing, &rs);
         if (items[2].revents & ZMQ_POLLIN)
             monitor_some(ing);
-        if (accepting && (items[3].revents & ZMQ_POLLIN) && receive_some(ing, &rs) < 0)
+        if (accepting && (items[3].revents & ZMQ_POLLIN) && receive_some(ing, &rs) < 0) {
+            thread_lost(ing, "the socket thread");
             break;
+        }
         if (items[0].revents & ZMQ_POLLIN) {
             pipe_consume(ing->router_pipe.child);
             if (accepting) {
@@ -1808,7 +1841,8 @@ static void verify_some(struct worker *w)
 /* The loop of a pipeline thread: run `work` whenever `in` has jobs, until
  * the STOP message arrives on `stop` (what is still queued then is drained
  * by agg_ingest_stop). Shared by the verify workers and the store thread. */
-static void pipeline_loop(void *stop, void *in, void (*work)(void *), void *ctx, const char *what)
+static void pipeline_loop(struct agg_ingest *ing, void *stop, void *in, void (*work)(void *),
+                          void *ctx, const char *what)
 {
     zmq_pollitem_t items[2] = {
         {stop, 0, ZMQ_POLLIN, 0},
@@ -1819,6 +1853,7 @@ static void pipeline_loop(void *stop, void *in, void (*work)(void *), void *ctx,
             if (errno == EINTR)
                 continue;
             RSL_ERR("ingest", "%s: poll: %s; stopped", what, zmq_strerror(errno));
+            thread_lost(ing, what);
             break;
         }
         if (items[1].revents & ZMQ_POLLIN)
@@ -1837,7 +1872,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     pthread_setname_np(pthread_self(), "agg-verify");
-    pipeline_loop(w->pipe.child, w->jobs_in, verify_some_cb, w, "verify worker");
+    pipeline_loop(w->ing, w->pipe.child, w->jobs_in, verify_some_cb, w, "a verify worker");
     return NULL;
 }
 
@@ -1933,7 +1968,7 @@ static void *store_main(void *arg)
 {
     struct agg_ingest *ing = arg;
     pthread_setname_np(pthread_self(), "agg-store");
-    pipeline_loop(ing->store_pipe.child, ing->store_in, store_some_cb, ing, "store thread");
+    pipeline_loop(ing, ing->store_pipe.child, ing->store_in, store_some_cb, ing, "the store thread");
     return NULL;
 }
 
@@ -2050,6 +2085,7 @@ static void stop_thread(struct control_pipe *p, pthread_t thread, bool *running)
  * failed start alike. */
 static void ingest_shutdown(struct agg_ingest *ing)
 {
+    atomic_store(&ing->stopping, true);
     stop_thread(&ing->router_pipe, ing->router_thread, &ing->router_running);
     for (size_t i = 0; ing->workers != NULL && i < ing->n_workers; i++)
         stop_thread(&ing->workers[i].pipe, ing->workers[i].thread, &ing->workers[i].running);
@@ -2164,6 +2200,8 @@ int agg_ingest_start(const struct agg_config *cfg, struct agg_registry_holder *r
     ing = calloc(1, sizeof(*ing));
     if (ing == NULL)
         return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    atomic_init(&ing->stopping, false);
+    atomic_init(&ing->failed, false);
     ing->cfg = cfg;
     ing->registry = registry;
     /* 0 (a config struct built by hand) means the default. */

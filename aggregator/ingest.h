@@ -323,4 +323,13 @@ int agg_ingest_start(const struct agg_config *cfg, struct agg_registry_holder *r
  * stop. NULL-safe. Never blocks on a thread that has already ended. */
 void agg_ingest_stop(struct agg_ingest **ingest);
 
+/* True once a pipeline thread has ended on its own (see thread_lost in
+ * ingest.c): the daemon has been sent SIGTERM and should exit with
+ * AGG_EXIT_INTERNAL so that its supervisor restarts it. */
+bool agg_ingest_failed(const struct agg_ingest *ingest);
+
+/* Exit status of a daemon stopped by an internal failure at run time (not
+ * a configuration error: systemd's Restart=on-failure restarts it). */
+#define AGG_EXIT_INTERNAL 3
+
 #endif
