@@ -70,9 +70,10 @@
 #define RECYCLE_NAME_MAX 24 /* "recycle-65535" */
 /* Sizes of entries recently appended or read, by sequence (direct-mapped):
  * the removal of an acked entry then needs no fstatat to account for it -
- * one system call less per report while a deep spool drains. Larger than
- * the largest window, so an entry's size is still there when its ack is. */
-#define SIZE_CACHE 2048
+ * one system call less per report while a deep spool drains. As many as
+ * the largest window (AGENT_MAX_WINDOW) in flight, so an entry's size is
+ * still there when its ack comes; 64 KiB. A miss only costs the fstatat. */
+#define SIZE_CACHE 4096
 
 enum { DIR_PENDING, DIR_REJECTED, DIR_CORRUPT, DIR_TMP, DIR_COUNT };
 static const char *const dir_names[DIR_COUNT] = {"pending", "rejected", "corrupt", "tmp"};

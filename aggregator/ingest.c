@@ -826,14 +826,16 @@ int agg_ingest_check_frame(const uint8_t *frame, size_t len, const char *zap_use
 
 /* ---- the batch transaction ---------------------------------------------- */
 
-/* Append order within a batch: by agent, then sequence, then arrival (so
- * two copies of one report keep their order and the first one verified
- * is the one stored). Reports of one agent then follow each other, and
- * their rows land on the same few index pages one after the other while
- * those are still in the CPU's caches, instead of every report touching
- * the pages of another nation: the store thread's CPU per report falls.
- * Nothing else depends on the order: every report in the batch commits
- * or none does. */
+/* Append order within a batch: by agent, then arrival. Reports of one
+ * agent then follow each other, and their rows land on the same few index
+ * pages one after the other while those are still in the CPU's caches,
+ * instead of every report touching the pages of another nation: the store
+ * thread's CPU per report falls. Within an agent the order is the arrival
+ * order, as before: of two copies of one report the first is stored, and
+ * the agent's latest report is the last one. Across agents the rows of a
+ * batch are stored in agent order, so of two observations of one (nation,
+ * indicator) with the same observed_at_ms received in the same millisecond
+ * the agent later in that order wins (store.h: the later row). */
 struct batch_key {
     const struct agg_verdict *v;
     size_t i;
@@ -846,8 +848,6 @@ static int batch_key_cmp(const void *a, const void *b)
     int c = strcmp(x->v->report->agent_id, y->v->report->agent_id);
     if (c != 0)
         return c;
-    if (x->v->report->sequence != y->v->report->sequence)
-        return x->v->report->sequence < y->v->report->sequence ? -1 : 1;
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
@@ -878,15 +878,17 @@ int agg_ingest_store_batch(struct agg_store *store, struct agg_verdict *const *v
             if (v == NULL || !v->store)
                 continue;
             if (v->report == NULL || v->signed_report == NULL || v->frame == NULL) {
+                /* Reported (and every candidate answered) by the loop below. */
                 free(order);
-                return rsl_error_set(err, RSL_EINVAL, "agg_ingest_store_batch: verdict %zu "
-                                     "has no report", i);
+                order = NULL;
+                break;
             }
             order[k].v = v;
             order[k].i = i;
             k++;
         }
-        qsort(order, candidates, sizeof(*order), batch_key_cmp);
+        if (order != NULL)
+            qsort(order, candidates, sizeof(*order), batch_key_cmp);
     }
 
     int rc = agg_store_begin(store, err);
@@ -1078,9 +1080,10 @@ struct agg_ingest {
 
     /* Failed batches, store thread only (store_failed): a disk that stays
      * full is one log line per STORE_FAIL_LOG_US, not one per batch. */
-    uint64_t store_failing;      /* consecutive failed batches */
-    uint64_t store_fail_unlogged; /* failed since the last line */
-    uint64_t store_fail_logged_us;
+    uint64_t store_failing;        /* consecutive failed batches */
+    uint64_t store_fail_unlogged;  /* failed since the last line */
+    uint64_t store_fail_logged_us; /* when the last line was written, 0: never */
+    bool store_fail_said;          /* this run of failures has a line */
 
     /* ZAP thread (closes its own sockets when it ends) */
     pthread_t zap_thread;
@@ -1779,6 +1782,11 @@ static void *router_main(void *arg)
         }
         if (items[0].revents & ZMQ_POLLIN) {
             pipe_consume(ing->router_pipe.child);
+            /* After an internal failure the reports in flight may never
+             * come back from a thread that is gone: no drain, the agents
+             * resend them to the restarted aggregator. */
+            if (atomic_load(&ing->failed))
+                break;
             if (accepting) {
                 accepting = false;
                 drain_deadline = rsl_monotonic_ms() + DRAIN_TIMEOUT_MS;
@@ -1888,10 +1896,13 @@ static void store_failed(struct agg_ingest *ing, size_t n, const struct rsl_erro
 {
     uint64_t now = monotonic_us();
     ing->store_failing++;
-    if (ing->store_failing > 1 && now - ing->store_fail_logged_us < STORE_FAIL_LOG_US) {
+    /* The window holds across successes too: a store that fails every
+     * other batch is still one line per window, not two per pair. */
+    if (ing->store_fail_logged_us != 0 && now - ing->store_fail_logged_us < STORE_FAIL_LOG_US) {
         ing->store_fail_unlogged++;
         return;
     }
+    ing->store_fail_said = true;
     if (ing->store_fail_unlogged > 0)
         RSL_ERR("ingest", "storing %zu reports failed, asking their agents to retry: %s "
                 "(%" PRIu64 " more batches failed since the last such line)", n, err->text,
@@ -1907,10 +1918,12 @@ static void store_succeeded(struct agg_ingest *ing)
 {
     if (ing->store_failing == 0)
         return;
-    RSL_NOTICE("ingest", "storing works again after %" PRIu64 " failed batches",
-               ing->store_failing);
+    /* Only after a run of failures that was logged: the line pairs with it. */
+    if (ing->store_fail_said)
+        RSL_NOTICE("ingest", "storing works again after %" PRIu64 " failed batches",
+                   ing->store_failing);
     ing->store_failing = 0;
-    ing->store_fail_unlogged = 0;
+    ing->store_fail_said = false;
 }
 
 /* One group commit: everything verified and waiting (up to batch_max and

@@ -94,7 +94,8 @@ typedef int (*agg_value_cb)(void *ctx, const struct agg_value *value);
 /* For every (nation, indicator), the aggregated (non-excluded) observation
  * with the latest observed_at_ms at or before `at_ms`; at_ms < 0 means now
  * and reads the incrementally kept current table. Ties on observed_at_ms
- * go to the later-received report. A non-zero return from cb stops the walk
+ * go to the later-received report (received in the same millisecond: to
+ * the row stored later). A non-zero return from cb stops the walk
  * and is returned. */
 int agg_store_latest(struct agg_store *store, int64_t at_ms, agg_value_cb cb, void *ctx,
                      struct rsl_error *err);

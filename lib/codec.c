@@ -38,8 +38,7 @@
  * one malloc sized from the frame instead of ~60 (a struct and a string
  * or two per measurement), and one free. Measured on the aggregator's
  * verify workers, the allocator was the largest cost after the signature
- * check itself. Builds with AddressSanitizer keep one allocation per
- * object, so ASan still sees every overflow between them.
+ * check itself.
  */
 #include "rsl/codec.h"
 #include "rsl/sign.h"
@@ -409,38 +408,53 @@ static ProtobufCAllocator pb_release_allocator(void)
 }
 
 #if defined(__SANITIZE_ADDRESS__)
-#define PB_ARENA 0
+#define PB_ARENA_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define PB_ARENA 0
+#define PB_ARENA_ASAN 1
 #endif
 #endif
-#ifndef PB_ARENA
-#define PB_ARENA 1
+#ifdef PB_ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define PB_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define PB_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define PB_POISON(p, n) ((void)(p), (void)(n))
+#define PB_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#if PB_ARENA
-/* An arena for one decoded message: a block sized from the frame, plus
- * overflow blocks if the guess was short. Every allocation starts with a
- * slot holding the arena's address, so the message pointer alone finds
- * it when the message is freed. protobuf-c's free calls (on its own error
- * paths) are no-ops: everything goes when the arena does. */
-struct pb_arena {
-    struct pb_arena_block *more; /* overflow blocks */
-    size_t used;
-    size_t cap;
-    bool failed;
-};
-
+/* An arena for one decoded message: a first block sized from the frame,
+ * then blocks of twice the size as needed. Every allocation starts with a
+ * 16-byte slot holding the arena's address, so the message pointer alone
+ * finds it when the message is freed. protobuf-c's free calls (its scan
+ * slabs, its own error paths) are no-ops: everything goes when the arena
+ * does. Under AddressSanitizer the slots, the padding after each
+ * allocation and the unused rest of every block are poisoned, so ASan
+ * still reports a read or write past any one allocation, and the fuzz
+ * targets exercise the same allocator as production. */
 struct pb_arena_block {
     struct pb_arena_block *next;
+    size_t used;
+    size_t cap;
+};
+
+struct pb_arena {
+    struct pb_arena_block *blocks; /* the newest first; the first block is this struct's */
+    bool failed;
 };
 
 #define PB_ALIGN 16u
 #define PB_ROUND(n) (((n) + (PB_ALIGN - 1)) & ~(size_t)(PB_ALIGN - 1))
 #define PB_SLOT PB_ROUND(sizeof(struct pb_arena *))
-#define PB_ARENA_HEAD PB_ROUND(sizeof(struct pb_arena))
 #define PB_BLOCK_HEAD PB_ROUND(sizeof(struct pb_arena_block))
+#define PB_ARENA_HEAD PB_ROUND(sizeof(struct pb_arena))
+/* Largest first block: a guess beyond this is probably wrong anyway. */
+#define PB_FIRST_MAX (4u * 1024u * 1024u)
+
+static unsigned char *block_data(struct pb_arena_block *b)
+{
+    return (unsigned char *)b + PB_BLOCK_HEAD;
+}
 
 static void *arena_alloc(void *data, size_t size)
 {
@@ -450,21 +464,28 @@ static void *arena_alloc(void *data, size_t size)
         return NULL;
     }
     size_t need = PB_SLOT + PB_ROUND(size);
-    unsigned char *p;
-    if (a->cap - a->used >= need) {
-        p = (unsigned char *)a + PB_ARENA_HEAD + a->used;
-        a->used += need;
-    } else {
-        struct pb_arena_block *b = malloc(PB_BLOCK_HEAD + need);
-        if (b == NULL) {
+    struct pb_arena_block *b = a->blocks;
+    if (b->cap - b->used < need) {
+        size_t cap = b->cap <= SIZE_MAX / 4 ? 2 * b->cap : b->cap;
+        if (cap < need)
+            cap = need;
+        struct pb_arena_block *nb = malloc(PB_BLOCK_HEAD + cap);
+        if (nb == NULL) {
             a->failed = true;
             return NULL;
         }
-        b->next = a->more;
-        a->more = b;
-        p = (unsigned char *)b + PB_BLOCK_HEAD;
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        PB_POISON(block_data(nb), cap);
+        a->blocks = b = nb;
     }
+    unsigned char *p = block_data(b) + b->used;
+    b->used += need;
+    PB_UNPOISON(p, PB_SLOT);
     memcpy(p, &a, sizeof(a));
+    PB_POISON(p, PB_SLOT);
+    PB_UNPOISON(p + PB_SLOT, size);
     return p + PB_SLOT;
 }
 
@@ -474,17 +495,21 @@ static void arena_free(void *data, void *p)
     (void)p;
 }
 
-/* Sized for a frame of `len` bytes: the structs of a Report and its
- * measurements take about three times the bytes that encode them. */
-static struct pb_arena *arena_new(size_t len)
+/* `first`: the first block's size, a guess from the frame. */
+static struct pb_arena *arena_new(size_t first)
 {
-    size_t cap = 4 * len + 1024;
-    struct pb_arena *a = malloc(PB_ARENA_HEAD + cap);
+    if (first > PB_FIRST_MAX)
+        first = PB_FIRST_MAX;
+    first = PB_ROUND(first);
+    struct pb_arena *a = malloc(PB_ARENA_HEAD + PB_BLOCK_HEAD + first);
     if (a == NULL)
         return NULL;
-    a->more = NULL;
-    a->used = 0;
-    a->cap = cap;
+    struct pb_arena_block *b = (struct pb_arena_block *)((unsigned char *)a + PB_ARENA_HEAD);
+    b->next = NULL;
+    b->used = 0;
+    b->cap = first;
+    PB_POISON(block_data(b), first);
+    a->blocks = b;
     a->failed = false;
     return a;
 }
@@ -493,10 +518,13 @@ static void arena_destroy(struct pb_arena *a)
 {
     if (a == NULL)
         return;
-    while (a->more != NULL) {
-        struct pb_arena_block *b = a->more;
-        a->more = b->next;
-        free(b);
+    struct pb_arena_block *b = a->blocks;
+    while (b != NULL) {
+        struct pb_arena_block *next = b->next;
+        PB_UNPOISON(block_data(b), b->cap);
+        if (next != NULL) /* the last one is part of *a */
+            free(b);
+        b = next;
     }
     free(a);
 }
@@ -505,10 +533,24 @@ static void arena_destroy(struct pb_arena *a)
 static void arena_release(void *msg)
 {
     struct pb_arena *a;
-    memcpy(&a, (unsigned char *)msg - PB_SLOT, sizeof(a));
+    unsigned char *slot = (unsigned char *)msg - PB_SLOT;
+    PB_UNPOISON(slot, sizeof(a));
+    memcpy(&a, slot, sizeof(a));
     arena_destroy(a);
 }
-#endif
+
+/* First-block guesses. A Report's structs take about three times the bytes
+ * that encode them, plus protobuf-c's scan slabs (kept in the arena until
+ * it goes); a SignedReport holds little more than a copy of its bytes. */
+static size_t report_arena_guess(size_t len)
+{
+    return len <= (SIZE_MAX - 1024) / 5 ? 5 * len + 1024 : SIZE_MAX;
+}
+
+static size_t signed_report_arena_guess(size_t len)
+{
+    return len <= SIZE_MAX - 512 ? len + 512 : SIZE_MAX;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Report                                                                   */
@@ -654,8 +696,7 @@ int rsl_report_decode(const uint8_t *buf, size_t len, rsl_report **out, struct r
         rsl_error_prefix(err, "report");
         goto out;
     }
-#if PB_ARENA
-    struct pb_arena *arena = arena_new(len);
+    struct pb_arena *arena = arena_new(report_arena_guess(len));
     if (arena == NULL) {
         rc = rsl_error_set(err, RSL_ENOMEM, "report: out of memory");
         goto out;
@@ -665,10 +706,6 @@ int rsl_report_decode(const uint8_t *buf, size_t len, rsl_report **out, struct r
     mem.failed = arena->failed;
     if (msg == NULL)
         arena_destroy(arena); /* else it goes with msg */
-#else
-    alloc = pb_allocator(&mem);
-    msg = resilience__v1__report__unpack(&alloc, len, buf);
-#endif
     if (msg == NULL) {
         /* The walk accepted it, so this is out of memory or a semantic
          * rejection by protobuf-c; only our allocator tells them apart. */
@@ -693,12 +730,7 @@ void rsl_report_free(rsl_report **msg)
 {
     if (msg == NULL || *msg == NULL)
         return;
-#if PB_ARENA
     arena_release(*msg);
-#else
-    ProtobufCAllocator alloc = pb_release_allocator();
-    resilience__v1__report__free_unpacked(*msg, &alloc);
-#endif
     *msg = NULL;
 }
 
@@ -732,8 +764,7 @@ int rsl_signed_report_decode(const uint8_t *buf, size_t len, size_t max_len,
                              max_len);
     if ((rc = wire_walk(&signed_report_spec, buf, len, &signed_report_where, err)) != RSL_OK)
         goto out;
-#if PB_ARENA
-    struct pb_arena *arena = arena_new(len);
+    struct pb_arena *arena = arena_new(signed_report_arena_guess(len));
     if (arena == NULL) {
         rc = rsl_error_set(err, RSL_ENOMEM, "signed_report: out of memory");
         goto out;
@@ -743,10 +774,6 @@ int rsl_signed_report_decode(const uint8_t *buf, size_t len, size_t max_len,
     mem.failed = arena->failed;
     if (msg == NULL)
         arena_destroy(arena); /* else it goes with msg */
-#else
-    alloc = pb_allocator(&mem);
-    msg = resilience__v1__signed_report__unpack(&alloc, len, buf);
-#endif
     if (msg == NULL) {
         if (mem.failed)
             rc = rsl_error_set(err, RSL_ENOMEM, "signed_report: out of memory");
@@ -782,12 +809,7 @@ void rsl_signed_report_free(rsl_signed_report **msg)
 {
     if (msg == NULL || *msg == NULL)
         return;
-#if PB_ARENA
     arena_release(*msg);
-#else
-    ProtobufCAllocator alloc = pb_release_allocator();
-    resilience__v1__signed_report__free_unpacked(*msg, &alloc);
-#endif
     *msg = NULL;
 }
 

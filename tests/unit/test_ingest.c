@@ -896,10 +896,9 @@ static void test_duplicate_and_equivocation(void **state)
     report_free(&other);
     report_free(&t);
 
-    /* The store appends a batch sorted by agent and sequence; the earlier
-     * of two versions still wins wherever the others land: here version
-     * "changed" of 9 arrives second, version "oil" fifth, among 10, 8, 11
-     * and 7. */
+    /* The store appends a batch grouped by agent; the earlier of two
+     * versions still wins wherever the others land: here version "changed"
+     * of 9 arrives second, version "oil" fifth, among 10, 8, 11 and 7. */
     static const uint64_t seqs[6] = {10, 9, 8, 11, 9, 7};
     struct test_report rs[6];
     uint8_t *fr[6];
@@ -935,6 +934,69 @@ static void test_duplicate_and_equivocation(void **state)
     struct agg_store_stats stats;
     assert_int_equal(agg_store_stats(f->store, &stats, NULL), RSL_OK);
     assert_int_equal(stats.reports, 7);
+}
+
+/* The store appends a batch grouped by agent, in arrival order within each
+ * agent: reports of two agents arriving interleaved are stored DEU's first,
+ * then FRA's, each in the order they came. */
+struct stored_order {
+    char agent[8][32];
+    uint64_t sequence[8];
+    size_t n;
+};
+
+static int collect_order(void *ctx, const struct agg_stored_report *r)
+{
+    struct stored_order *o = ctx;
+    assert_true(o->n < 8);
+    snprintf(o->agent[o->n], sizeof(o->agent[o->n]), "%s", r->agent_id);
+    o->sequence[o->n] = r->sequence;
+    o->n++;
+    return 0;
+}
+
+static void test_batch_grouped_by_agent(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *agent;
+        const char *nation;
+        uint64_t sequence;
+    } in[5] = {{FRA, "FRA", 2}, {DEU, "DEU", 7}, {FRA, "FRA", 1}, {DEU, "DEU", 3},
+               {FRA, "FRA", 5}};
+    struct test_report t[5];
+    uint8_t *frames[5];
+    size_t lens[5];
+    struct agg_verdict v[5];
+    struct agg_verdict *list[5];
+    for (size_t i = 0; i < 5; i++) {
+        report_make(&t[i], in[i].agent, in[i].nation, in[i].sequence, NOW_MS - 1000, &oil, 1);
+        frames[i] = signed_frame(strcmp(in[i].agent, DEU) == 0 ? f->deu : f->fra, t[i].bytes,
+                                 t[i].len, &lens[i]);
+        check(f, frames[i], lens[i], in[i].agent, NOW_MS, &v[i]);
+        list[i] = &v[i];
+    }
+    open_store(f);
+    struct rsl_error err;
+    rsl_error_clear(&err);
+    assert_int_equal(agg_ingest_store_batch(f->store, list, 5, &err), RSL_OK);
+    for (size_t i = 0; i < 5; i++) {
+        if (v[i].status != RESILIENCE__V1__ACK__STATUS__ACCEPTED)
+            fail_msg("%s/%" PRIu64 ": %s %s", in[i].agent, in[i].sequence,
+                     rsl_ack_status_name(v[i].status), v[i].detail);
+        agg_verdict_clear(&v[i]);
+        free(frames[i]);
+        report_free(&t[i]);
+    }
+    struct stored_order o = {0};
+    assert_int_equal(agg_store_reports(f->store, collect_order, &o, &err), RSL_OK);
+    static const size_t want[5] = {1, 3, 0, 2, 4}; /* indexes into in[] */
+    assert_int_equal(o.n, 5);
+    for (size_t k = 0; k < 5; k++) {
+        if (strcmp(o.agent[k], in[want[k]].agent) != 0 || o.sequence[k] != in[want[k]].sequence)
+            fail_msg("stored #%zu: %s/%" PRIu64 ", wanted %s/%" PRIu64, k, o.agent[k],
+                     o.sequence[k], in[want[k]].agent, in[want[k]].sequence);
+    }
 }
 
 /* A commit that fails acknowledges nothing: every candidate becomes
@@ -1579,6 +1641,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_excluded_measurements_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_excluded_detail_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_and_equivocation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_grouped_by_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_failure_acks_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_router_without_zap_handler_fails_closed, setup,
