@@ -63,7 +63,11 @@
 #define AGG_INGEST_BATCH_MAX_BYTES (16u * 1024u * 1024u)
 /* Bytes of reports in flight (admitted, not yet acknowledged) beyond which
  * new reports are answered RETRY_LATER, whatever max_queue says: bounds the
- * pipeline's memory even with large max_message_bytes. */
+ * pipeline's memory even with large max_message_bytes. Decoded, an
+ * ordinary report holds about six times its frame (the decoder's arena,
+ * lib/codec.c): a few tens of MiB at the default max_queue. Frames of
+ * many tiny measurements hold more per byte; RSL_MAX_MEASUREMENTS caps
+ * each report. */
 #define AGG_INGEST_QUEUE_BYTES_MAX (256u * 1024u * 1024u)
 /* Messages queued per connected agent inside libzmq before it stops reading
  * that agent's TCP stream (back-pressure, nothing is dropped): bounds the
