@@ -1981,7 +1981,8 @@ static void *store_main(void *arg)
 {
     struct agg_ingest *ing = arg;
     pthread_setname_np(pthread_self(), "agg-store");
-    pipeline_loop(ing, ing->store_pipe.child, ing->store_in, store_some_cb, ing, "the store thread");
+    pipeline_loop(ing, ing->store_pipe.child, ing->store_in, store_some_cb, ing,
+                  "the store thread");
     return NULL;
 }
 
