@@ -788,9 +788,36 @@ static void test_clock_offset_saturates(void **state)
     assert_true(agg_clock_offset_ms(INT64_MIN, INT64_MAX) == INT64_MIN);
 }
 
-/* A store as version 1 of the program left it: no clock_offset_ms. The
- * writer upgrades it in place, keeping its data; a reader refuses it with
- * a message saying what to do. */
+struct problems {
+    size_t n;
+    char text[8][200];
+};
+
+static int problem_cb(void *ctx, const char *nation, const char *indicator, const char *problem)
+{
+    struct problems *p = ctx;
+    if (p->n < 8)
+        snprintf(p->text[p->n], sizeof(p->text[0]), "%s/%s: %s", nation, indicator, problem);
+    p->n++;
+    return 0;
+}
+
+static void check_current(struct fixture *f, struct problems *p)
+{
+    struct rsl_error err;
+    memset(p, 0, sizeof(*p));
+    rsl_error_clear(&err);
+    int rc = agg_store_check_current(f->store, problem_cb, p, &err);
+    if (rc != RSL_OK)
+        print_error("check_current: %s\n", err.text);
+    assert_int_equal(rc, RSL_OK);
+}
+
+/* A store as version 1 of the program left it: no clock_offset_ms, the
+ * history index on (nation, indicator, ...) text and no pair column. The
+ * writer upgrades it in place, keeping its data (and filling the pair key,
+ * so queries by time find the old rows); a reader refuses it with a
+ * message saying what to do. */
 static void test_version_1_store_is_upgraded(void **state)
 {
     struct fixture *f = *state;
@@ -798,7 +825,13 @@ static void test_version_1_store_is_upgraded(void **state)
     const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 900, false}};
     append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 1, 1500, AGG_APPEND_INSERTED);
     agg_store_close(&f->store);
-    sql_exec(f->path, "BEGIN; CREATE TABLE agents_v1 (agent_id TEXT PRIMARY KEY, nation TEXT "
+    sql_exec(f->path, "BEGIN; DROP INDEX measurements_pair_latest; "
+                      "ALTER TABLE measurements DROP COLUMN pair; "
+                      "CREATE INDEX measurements_latest ON measurements (nation, indicator, "
+                      "observed_at_ms, received_at_ms) WHERE excluded = 0; "
+                      "CREATE INDEX measurements_report ON measurements (report_id, idx); "
+                      "COMMIT; "
+                      "BEGIN; CREATE TABLE agents_v1 (agent_id TEXT PRIMARY KEY, nation TEXT "
                       "NOT NULL, last_sequence INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, "
                       "reports INTEGER NOT NULL) WITHOUT ROWID; INSERT INTO agents_v1 SELECT "
                       "agent_id, nation, last_sequence, last_seen_ms, reports FROM agents; "
@@ -819,10 +852,18 @@ static void test_version_1_store_is_upgraded(void **state)
     assert_int_equal(a.n, 1);
     assert_int_equal(a.last_sequence[0], 1);
     assert_int_equal(a.clock_offset_ms[0], 0); /* unknown before the upgrade */
+    /* The row from before the upgrade is found by time (pair key filled). */
+    struct rows l;
+    latest(f->store, 1000, &l);
+    assert_int_equal(l.n, 1);
+    assert_true(l.r[0].value == 90.0);
     append_one(f->store, "DEU-BMI-01", "DEU", 2, ms, 1, 1700, AGG_APPEND_INSERTED);
     memset(&a, 0, sizeof(a));
     assert_int_equal(agg_store_agents(f->store, collect_agent, &a, NULL), RSL_OK);
     assert_int_equal(a.clock_offset_ms[0], 1000 - 1700);
+    struct problems p;
+    check_current(f, &p);
+    assert_int_equal(p.n, 0);
     rsl_error_clear(&err);
     assert_int_equal(agg_store_open(f->path, true, &ro, &err), RSL_OK);
     agg_store_close(&ro);
@@ -916,31 +957,6 @@ static void test_audit_walk(void **state)
     assert_int_equal(agg_store_reports(f->store, NULL, &w, NULL), RSL_EINVAL);
 }
 
-struct problems {
-    size_t n;
-    char text[8][160];
-};
-
-static int problem_cb(void *ctx, const char *nation, const char *indicator, const char *problem)
-{
-    struct problems *p = ctx;
-    if (p->n < 8)
-        snprintf(p->text[p->n], sizeof(p->text[0]), "%s/%s: %s", nation, indicator, problem);
-    p->n++;
-    return 0;
-}
-
-static void check_current(struct fixture *f, struct problems *p)
-{
-    struct rsl_error err;
-    memset(p, 0, sizeof(*p));
-    rsl_error_clear(&err);
-    int rc = agg_store_check_current(f->store, problem_cb, p, &err);
-    if (rc != RSL_OK)
-        print_error("check_current: %s\n", err.text);
-    assert_int_equal(rc, RSL_OK);
-}
-
 static void test_check_current_finds_tampering(void **state)
 {
     struct fixture *f = *state;
@@ -984,6 +1000,18 @@ static void test_check_current_finds_tampering(void **state)
     check_current(f, &p);
     assert_true(p.n >= 1);
     assert_string_equal(p.text[0], "DEU/energy.oil_stock_days: its measurement row is missing");
+    agg_store_close(&f->store);
+
+    /* A history row whose pair key is not its (nation, indicator)'s: the
+     * index would hide it from queries by time. */
+    sql_exec(f->path, "UPDATE measurements SET pair = pair + 1 WHERE nation = 'FRA'");
+    open_store(f);
+    check_current(f, &p);
+    bool found = false;
+    for (size_t i = 0; i < p.n; i++)
+        found = found || strcmp(p.text[i], "FRA/energy.oil_stock_days: history rows with a "
+                                           "wrong pair key (hidden from queries by time)") == 0;
+    assert_true(found);
 }
 
 int main(void)
