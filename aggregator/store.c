@@ -91,6 +91,7 @@ enum stmt_id {
     ST_UPSERT_AGENT,
     ST_LATEST_NOW,
     ST_LATEST_AT,
+    ST_LATEST_AT_ONE,
     ST_STATS,
     ST_REPORTS_ALL,
     ST_MEASUREMENTS_ALL,
@@ -146,18 +147,26 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_LATEST_NOW] =
         "SELECT nation, indicator, unit, agent_id, value, observed_at_ms, received_at_ms, "
         "releasable_to FROM current ORDER BY nation, indicator",
-    /* Per pair in `current`, one seek in measurements_pair_latest. The
-     * literal `excluded = 0` lets SQLite use the partial index; nation and
-     * indicator are compared too, since two pairs could share a pair id. */
+    /* Per pair in `current`, one seek in measurements_pair_latest, answered
+     * from the index alone (the literal `excluded = 0` lets SQLite use the
+     * partial index). Two pairs could share a pair id: the row found is then
+     * another pair's, which agg_store_latest sees (the first two columns
+     * are the pair asked for) and asks ST_LATEST_AT_ONE instead. */
     [ST_LATEST_AT] =
-        "SELECT m.nation, m.indicator, m.unit, m.agent_id, m.value, m.observed_at_ms, "
-        "m.received_at_ms, m.releasable_to FROM current AS c JOIN measurements AS m ON m.id = ("
+        "SELECT c.nation, c.indicator, m.nation, m.indicator, m.unit, m.agent_id, m.value, "
+        "m.observed_at_ms, m.received_at_ms, m.releasable_to "
+        "FROM current AS c JOIN measurements AS m ON m.id = ("
         " SELECT m2.id FROM measurements AS m2"
-        " WHERE m2.pair = rsl_pair(c.nation, c.indicator)"
-        " AND m2.nation = c.nation AND m2.indicator = c.indicator AND m2.excluded = 0"
+        " WHERE m2.pair = rsl_pair(c.nation, c.indicator) AND m2.excluded = 0"
         " AND m2.observed_at_ms <= ?1"
         " ORDER BY m2.observed_at_ms DESC, m2.received_at_ms DESC, m2.id DESC LIMIT 1) "
         "ORDER BY c.nation, c.indicator",
+    /* The same for one pair, comparing nation and indicator row by row. */
+    [ST_LATEST_AT_ONE] =
+        "SELECT unit, agent_id, value, observed_at_ms, received_at_ms, releasable_to "
+        "FROM measurements WHERE pair = rsl_pair(?1, ?2) AND nation = ?1 AND indicator = ?2 "
+        "AND excluded = 0 AND observed_at_ms <= ?3 "
+        "ORDER BY observed_at_ms DESC, received_at_ms DESC, id DESC LIMIT 1",
     /* Rows are never deleted and rowids are assigned max+1, so max(rowid)
      * is the row count, found in O(log n) instead of count(*)'s full scan. */
     [ST_STATS] = "SELECT (SELECT coalesce(max(id), 0) FROM reports), "
@@ -1246,28 +1255,75 @@ static const char *column_text(sqlite3_stmt *s, int col)
     return t != NULL ? (const char *)t : "";
 }
 
+/* agg_store_latest for a pair whose pair id another pair shares: the
+ * checked query. *found false when the pair has nothing at or before at_ms. */
+static int latest_one(struct agg_store *st, const char *nation, const char *indicator,
+                      int64_t at_ms, agg_value_cb cb, void *ctx, bool *called,
+                      struct rsl_error *err)
+{
+    sqlite3_stmt *one = st->stmt[ST_LATEST_AT_ONE];
+    sqlite3_bind_text(one, 1, nation, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(one, 2, indicator, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(one, 3, at_ms);
+    int result = RSL_OK;
+    int rc = sqlite3_step(one);
+    *called = false;
+    if (rc == SQLITE_ROW) {
+        struct agg_value v = {
+            .nation = nation,
+            .indicator = indicator,
+            .unit = column_text(one, 0),
+            .agent_id = column_text(one, 1),
+            .value = sqlite3_column_double(one, 2),
+            .observed_at_ms = sqlite3_column_int64(one, 3),
+            .received_at_ms = sqlite3_column_int64(one, 4),
+            .releasable_to = column_text(one, 5),
+        };
+        *called = true;
+        result = cb(ctx, &v);
+    } else if (rc != SQLITE_DONE) {
+        result = store_fail(st, rc, err, "reading a latest value");
+    }
+    stmt_done(one);
+    return result;
+}
+
 int agg_store_latest(struct agg_store *st, int64_t at_ms, agg_value_cb cb, void *ctx,
                      struct rsl_error *err)
 {
     if (st == NULL || cb == NULL)
         return rsl_error_set(err, RSL_EINVAL, "agg_store_latest: NULL argument");
-    sqlite3_stmt *s = st->stmt[at_ms < 0 ? ST_LATEST_NOW : ST_LATEST_AT];
-    if (at_ms >= 0)
+    bool now = at_ms < 0;
+    sqlite3_stmt *s = st->stmt[now ? ST_LATEST_NOW : ST_LATEST_AT];
+    if (!now)
         sqlite3_bind_int64(s, 1, at_ms);
+    /* Column offset of the value columns: ST_LATEST_AT starts with the
+     * pair asked for, then the row found. */
+    int o = now ? 0 : 2;
     /* A read outside an explicit transaction is one implicit transaction
      * for the whole walk: a consistent snapshot even while ingest commits. */
     int result = RSL_OK;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!now && (strcmp(column_text(s, 0), column_text(s, 2)) != 0 ||
+                     strcmp(column_text(s, 1), column_text(s, 3)) != 0)) {
+            /* Another pair with the same pair id: ask for this one. */
+            bool called;
+            result = latest_one(st, column_text(s, 0), column_text(s, 1), at_ms, cb, ctx,
+                                &called, err);
+            if (result != 0)
+                break;
+            continue;
+        }
         struct agg_value v = {
-            .nation = column_text(s, 0),
-            .indicator = column_text(s, 1),
-            .unit = column_text(s, 2),
-            .agent_id = column_text(s, 3),
-            .value = sqlite3_column_double(s, 4),
-            .observed_at_ms = sqlite3_column_int64(s, 5),
-            .received_at_ms = sqlite3_column_int64(s, 6),
-            .releasable_to = column_text(s, 7),
+            .nation = column_text(s, o + 0),
+            .indicator = column_text(s, o + 1),
+            .unit = column_text(s, o + 2),
+            .agent_id = column_text(s, o + 3),
+            .value = sqlite3_column_double(s, o + 4),
+            .observed_at_ms = sqlite3_column_int64(s, o + 5),
+            .received_at_ms = sqlite3_column_int64(s, o + 6),
+            .releasable_to = column_text(s, o + 7),
         };
         result = cb(ctx, &v);
         if (result != 0)

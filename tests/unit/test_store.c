@@ -1014,6 +1014,41 @@ static void test_check_current_finds_tampering(void **state)
     assert_true(found);
 }
 
+/* Two (nation, indicator) pairs with the same pair id (found by search:
+ * FNV-1a of "DEU" and these two names collide in 31 bits). Queries by
+ * time must still answer each pair with its own rows. */
+static void test_pair_id_collision(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement a[] = {{"energy.c512789", 1.0, "days", 100, false}};
+    const struct test_measurement b[] = {{"energy.c749192", 2.0, "days", 200, false}};
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, a, 1, 1000, AGG_APPEND_INSERTED);
+    append_one(f->store, "DEU-BMI-01", "DEU", 2, b, 1, 1001, AGG_APPEND_INSERTED);
+
+    struct rows r;
+    latest(f->store, 250, &r); /* b's row is the newest under the shared id */
+    assert_int_equal(r.n, 2);
+    const struct row *ra = find_row(&r, "DEU", "energy.c512789");
+    const struct row *rb = find_row(&r, "DEU", "energy.c749192");
+    assert_non_null(ra);
+    assert_non_null(rb);
+    assert_true(ra->value == 1.0);
+    assert_true(rb->value == 2.0);
+
+    latest(f->store, 150, &r); /* only a has a value then */
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.r[0].indicator, "energy.c512789");
+    assert_true(r.r[0].value == 1.0);
+
+    latest(f->store, 50, &r); /* neither */
+    assert_int_equal(r.n, 0);
+
+    struct problems p;
+    check_current(f, &p);
+    assert_int_equal(p.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1034,6 +1069,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version_1_store_is_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_current_finds_tampering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pair_id_collision, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
