@@ -211,7 +211,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         "  AND (m2.observed_at_ms, m2.received_at_ms, m2.id) >"
         "      (c.observed_at_ms, c.received_at_ms, c.measurement_id)) "
         "ORDER BY c.nation, c.indicator",
-    /* Pairs with an aggregated observation but no `current` row. */
+    /* Pairs with an aggregated observation but no `current` row. A scan of
+     * the whole history (audit only). */
     [ST_CURRENT_MISSING] =
         "SELECT DISTINCT nation, indicator FROM measurements AS m WHERE excluded = 0 AND NOT "
         "EXISTS (SELECT 1 FROM current AS c WHERE c.nation = m.nation AND "
@@ -244,7 +245,7 @@ static const char schema_sql[] =
     " excluded INTEGER NOT NULL,"
     " releasable_to TEXT NOT NULL,"
     " source TEXT NOT NULL,"
-    " pair INTEGER NOT NULL DEFAULT 0);"
+    " pair INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS measurements_pair_latest ON measurements"
     " (pair, observed_at_ms, received_at_ms) WHERE excluded = 0;"
     "CREATE TABLE IF NOT EXISTS current ("
@@ -465,9 +466,12 @@ static int pragma_text(struct agg_store *st, const char *sql, char *out, size_t 
 
 /* The history index's key for (nation, indicator): 32-bit FNV-1a over
  * both, with a separator, cut to 31 bits (a 4-byte integer in SQLite's
- * record format, against ~30 bytes of text). Two pairs may share an id;
- * every query compares nation and indicator as well, so a shared id
- * costs a few more rows read, never a wrong answer. The same function is
+ * record format, against ~30 bytes of text). Two pairs may share an id
+ * (for a thousand pairs the chance that any two do is about 1 in 4,000);
+ * every answer compares nation and indicator as well, so a shared id is
+ * never a wrong answer, but a query for the quieter of the two then reads
+ * the other's newer rows. A collision-free id (a table of pairs) would
+ * remove that cost. The same function is
  * registered on every connection as SQL rsl_pair(nation, indicator), for
  * queries and the schema upgrade: C and SQL must agree, so both are this. */
 static int64_t store_pair(const char *nation, const char *indicator)
@@ -484,10 +488,16 @@ static int64_t store_pair(const char *nation, const char *indicator)
 static void sql_rsl_pair(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL || sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+        sqlite3_result_null(ctx);
+        return;
+    }
     const unsigned char *nation = sqlite3_value_text(argv[0]);
     const unsigned char *indicator = sqlite3_value_text(argv[1]);
     if (nation == NULL || indicator == NULL) {
-        sqlite3_result_null(ctx);
+        /* Not NULL, so SQLite could not convert it: out of memory. An error,
+         * not NULL, which a query would take as "no such pair". */
+        sqlite3_result_error_nomem(ctx);
         return;
     }
     sqlite3_result_int64(ctx, store_pair((const char *)nation, (const char *)indicator));
@@ -1256,7 +1266,8 @@ static const char *column_text(sqlite3_stmt *s, int col)
 }
 
 /* agg_store_latest for a pair whose pair id another pair shares: the
- * checked query. *found false when the pair has nothing at or before at_ms. */
+ * checked query. *called false when the pair has nothing at or before
+ * at_ms. */
 static int latest_one(struct agg_store *st, const char *nation, const char *indicator,
                       int64_t at_ms, agg_value_cb cb, void *ctx, bool *called,
                       struct rsl_error *err)

@@ -1008,7 +1008,7 @@ static void test_check_current_finds_tampering(void **state)
     open_store(f);
     check_current(f, &p);
     bool found = false;
-    for (size_t i = 0; i < p.n; i++)
+    for (size_t i = 0; i < p.n && i < 8; i++)
         found = found || strcmp(p.text[i], "FRA/energy.oil_stock_days: history rows with a "
                                            "wrong pair key (hidden from queries by time)") == 0;
     assert_true(found);
@@ -1025,6 +1025,19 @@ static void test_pair_id_collision(void **state)
     const struct test_measurement b[] = {{"energy.c749192", 2.0, "days", 200, false}};
     append_one(f->store, "DEU-BMI-01", "DEU", 1, a, 1, 1000, AGG_APPEND_INSERTED);
     append_one(f->store, "DEU-BMI-01", "DEU", 2, b, 1, 1001, AGG_APPEND_INSERTED);
+    /* They do share one id (else this test tests nothing). */
+    {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *q = NULL;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), count(DISTINCT pair) FROM "
+                                                "measurements", -1, &q, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(q, 0), 2);
+        assert_int_equal(sqlite3_column_int(q, 1), 1);
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+    }
 
     struct rows r;
     latest(f->store, 250, &r); /* b's row is the newest under the shared id */
