@@ -2126,6 +2126,10 @@ static void ingest_shutdown(struct agg_ingest *ing)
         close_socket(&w->results_out);
         pipe_close(&w->pipe);
     }
+    /* The monitor is stopped before either end closes: libzmq 4.3 never
+     * frees an event still queued towards a closed PAIR socket. */
+    if (ing->router != NULL && ing->monitor != NULL)
+        zmq_socket_monitor(ing->router, NULL, 0);
     close_socket(&ing->router);
     close_socket(&ing->monitor);
     close_socket(&ing->jobs_out);

@@ -790,6 +790,10 @@ int main(int argc, char **argv)
     }
     status = all_acked ? 0 : 3;
 out:
+    /* Stop the monitor before closing either end: an event still queued
+     * for a closed PAIR is never freed (libzmq 4.3). */
+    if (monitor != NULL && sock != NULL)
+        zmq_socket_monitor(sock, NULL, 0);
     if (monitor != NULL)
         zmq_close(monitor);
     free(frame);

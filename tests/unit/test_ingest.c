@@ -1132,6 +1132,24 @@ static int next_handshake_event(void *mon)
     return head[0] | (head[1] << 8);
 }
 
+/* Stop monitoring a socket before closing it or its monitor: libzmq 4.3
+ * never frees an event still queued towards a closed PAIR (LeakSanitizer
+ * caught the 84-byte event of a refused handshake). */
+static void monitor_stop(void *sock)
+{
+    assert_int_equal(zmq_socket_monitor(sock, NULL, 0), 0);
+}
+
+/* Send to a peer whose handshake is about to fail: once it has failed (the
+ * ZAP thread may be faster than this one), the DEALER has no pipe left
+ * and a blocking send would wait for ever. Either outcome is fine. */
+static void send_to_refused(void *sock, const void *buf, size_t len)
+{
+    int n = zmq_send(sock, buf, len, ZMQ_DONTWAIT);
+    if (n != (int)len && zmq_errno() != EAGAIN)
+        fail_msg("send: %s", zmq_strerror(zmq_errno()));
+}
+
 static void close_all(void **socks, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -1148,6 +1166,7 @@ static void *client_new(void *ctx, const struct fixture *f, const char *pub, con
     assert_non_null(s);
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &guard, sizeof(guard));
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &guard, sizeof(guard));
     /* One connection attempt only: a refused client that came back would
      * send a second ZAP request the tests do not expect. */
     int never = -1;
@@ -1184,13 +1203,14 @@ static void test_router_without_zap_handler_fails_closed(void **state)
     void *mon = monitor_of(ctx, router, "nozap");
     void *client = client_new(ctx, f, f->deu_curve_pub, f->deu_curve_sec);
     assert_int_equal(zmq_connect(client, f->endpoint), 0);
-    assert_int_equal(zmq_send(client, "hello", 5, 0), 5);
+    send_to_refused(client, "hello", 5);
 
     int event = next_handshake_event(mon);
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         fail_msg("a CURVE handshake succeeded with no ZAP handler");
     zmq_pollitem_t item = {router, 0, ZMQ_POLLIN, 0};
     assert_int_equal(zmq_poll(&item, 1, 0), 0); /* nothing was let through */
+    monitor_stop(router);
     void *socks[] = {client, mon, router};
     close_all(socks, 3);
     zmq_ctx_term(ctx);
@@ -1273,6 +1293,7 @@ static void test_router_waits_for_slow_zap_handler(void **state)
             zmq_msg_close(&id);
             zmq_msg_close(&body);
         }
+        monitor_stop(client);
         void *socks[] = {client, mon};
         close_all(socks, 2);
     }
@@ -1348,17 +1369,19 @@ static void test_ingest_end_to_end(void **state)
     void *stranger = client_new(ctx, f, pub, sec);
     void *mon1 = monitor_of(ctx, stranger, "stranger");
     assert_int_equal(zmq_connect(stranger, f->endpoint), 0);
-    assert_int_equal(zmq_send(stranger, frame2, len2, 0), (int)len2);
+    send_to_refused(stranger, frame2, len2);
     assert_int_equal(next_handshake_event(mon1), ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
 
     /* A plaintext peer: no CURVE, no handshake. */
     void *plain = client_new(ctx, f, NULL, NULL);
     void *mon2 = monitor_of(ctx, plain, "plain");
     assert_int_equal(zmq_connect(plain, f->endpoint), 0);
-    assert_int_equal(zmq_send(plain, frame2, len2, 0), (int)len2);
+    send_to_refused(plain, frame2, len2);
     int event = next_handshake_event(mon2);
     assert_int_not_equal(event, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
 
+    monitor_stop(stranger);
+    monitor_stop(plain);
     void *socks[] = {deu, fra, stranger, mon1, plain, mon2};
     close_all(socks, 6);
     zmq_ctx_term(ctx);
