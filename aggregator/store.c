@@ -55,6 +55,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,7 +287,7 @@ static const char *const upgrade_sql[STORE_SCHEMA_VERSION] = {
 /* A `current` candidate staged during a write transaction: the winner so
  * far, in this transaction, for its (nation, indicator). */
 struct staged_current {
-    char nation[4];
+    char nation[4]; /* the key: nation and indicator (stage_table) */
     char indicator[RSL_INDICATOR_ID_MAX + 1];
     char unit[RSL_UNIT_MAX + 1];
     char agent_id[RSL_AGENT_ID_MAX + 1];
@@ -300,12 +301,28 @@ struct staged_current {
 /* An agent's row in `agents` as its reports in this transaction leave it:
  * written once per agent just before COMMIT (ST_UPSERT_AGENT). */
 struct staged_agent {
-    char agent_id[RSL_AGENT_ID_MAX + 1];
+    char agent_id[RSL_AGENT_ID_MAX + 1]; /* the key (stage_table) */
     char nation[4];                      /* of the last report appended */
     int64_t last_sequence;               /* highest */
     int64_t last_seen_ms;                /* highest received_at_ms */
     int64_t clock_offset_ms;             /* of the last report appended with it */
     int64_t reports;                     /* appended */
+};
+
+/* Entries staged during one write transaction, found by a key of one or
+ * two strings that lie at fixed offsets in each entry: an array of
+ * entries plus an open-addressing hash table of entry numbers + 1 (0:
+ * empty), at most half full. Used for `current` candidates (key: nation,
+ * indicator) and `agents` rows (key: agent id). */
+struct stage_table {
+    char *entries;
+    size_t entry_size;
+    size_t n;
+    size_t cap;
+    uint32_t *index;
+    size_t index_size;                   /* a power of two, > 2 * n */
+    size_t key_off[2];                   /* key strings in an entry */
+    size_t key_size[2];                  /* their buffers; 0: no second key */
 };
 
 /* Rows per multi-row measurement insert: one statement (cursors opened
@@ -322,22 +339,14 @@ struct agg_store {
     bool in_transaction;
     sqlite3_stmt *stmt[ST_COUNT];
     /* Group commit of `current` (issue 4): within one transaction the
-     * candidates are staged here, one per (nation, indicator), and written
-     * just before COMMIT - one upsert per pair and batch instead of one per
-     * measurement, in the same transaction all the same. `staged_index` is
-     * an open-addressing hash table of entry numbers + 1 (0: empty). */
-    struct staged_current *staged;
-    size_t n_staged;
-    size_t cap_staged;
-    uint32_t *staged_index;
-    size_t index_size;                   /* a power of two, > 2 * n_staged */
-    /* The agents table, staged the same way (one upsert per agent and
-     * batch instead of one per report). */
-    struct staged_agent *agents;
-    size_t n_agents;
-    size_t cap_agents;
-    uint32_t *agents_index;
-    size_t agents_index_size;            /* a power of two, > 2 * n_agents */
+     * candidates are staged here (struct staged_current), one per (nation,
+     * indicator), and written just before COMMIT - one upsert per pair and
+     * batch instead of one per measurement, in the same transaction all
+     * the same. */
+    struct stage_table staged;
+    /* The agents table, staged the same way (struct staged_agent; one
+     * upsert per agent and batch instead of one per report). */
+    struct stage_table agents;
     /* insert_rows[k]: INSERT of k measurement rows, prepared on first use. */
     sqlite3_stmt *insert_rows[INSERT_ROWS_MAX + 1];
     sqlite3_int64 next_measurement_id;   /* in the open transaction */
@@ -345,6 +354,127 @@ struct agg_store {
      * section at the end of this file). */
     sqlite3_stmt *read_stmt[4];
 };
+
+/* ---- stage_table ---------------------------------------------------------- */
+
+static void stage_init(struct stage_table *t, size_t entry_size, size_t off0, size_t size0,
+                       size_t off1, size_t size1)
+{
+    memset(t, 0, sizeof(*t));
+    t->entry_size = entry_size;
+    t->key_off[0] = off0;
+    t->key_size[0] = size0;
+    t->key_off[1] = off1;
+    t->key_size[1] = size1;
+}
+
+static void stage_free(struct stage_table *t)
+{
+    free(t->entries);
+    free(t->index);
+    t->entries = NULL;
+    t->index = NULL;
+    t->n = t->cap = t->index_size = 0;
+}
+
+static void stage_clear(struct stage_table *t)
+{
+    t->n = 0;
+    if (t->index != NULL)
+        memset(t->index, 0, t->index_size * sizeof(*t->index));
+}
+
+static void *stage_entry(const struct stage_table *t, size_t e)
+{
+    return t->entries + e * t->entry_size;
+}
+
+static const char *stage_key(const struct stage_table *t, size_t e, int k)
+{
+    return t->key_size[k] != 0 ? (const char *)stage_entry(t, e) + t->key_off[k] : "";
+}
+
+static uint32_t stage_hash(const char *k0, const char *k1)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = k0; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u; /* separator */
+    for (const char *p = k1; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+/* The index slot of a key: its entry's, or the empty slot where it
+ * belongs. */
+static size_t stage_slot(const struct stage_table *t, const char *k0, const char *k1)
+{
+    size_t mask = t->index_size - 1;
+    size_t i = stage_hash(k0, k1) & mask;
+    while (t->index[i] != 0) {
+        size_t e = t->index[i] - 1;
+        if (strcmp(stage_key(t, e, 0), k0) == 0 && strcmp(stage_key(t, e, 1), k1) == 0)
+            break;
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+/* Room for one more entry, the index at most half full. */
+static int stage_reserve(struct stage_table *t)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        char *entries = realloc(t->entries, cap * t->entry_size);
+        if (entries == NULL)
+            return RSL_ENOMEM;
+        t->entries = entries;
+        t->cap = cap;
+    }
+    if (2 * (t->n + 1) > t->index_size) {
+        size_t size = t->index_size ? t->index_size * 2 : 256;
+        uint32_t *index = calloc(size, sizeof(*index));
+        if (index == NULL)
+            return RSL_ENOMEM;
+        free(t->index);
+        t->index = index;
+        t->index_size = size;
+        for (size_t e = 0; e < t->n; e++)
+            t->index[stage_slot(t, stage_key(t, e, 0), stage_key(t, e, 1))] = (uint32_t)(e + 1);
+    }
+    return RSL_OK;
+}
+
+/* The entry of key (k0, k1; k1 NULL for a one-string key): the staged one
+ * (*added false), or a new one holding only the key (*added true). */
+static int stage_get(struct stage_table *t, const char *k0, const char *k1, void **entry,
+                     bool *added, struct rsl_error *err)
+{
+    if (k1 == NULL)
+        k1 = "";
+    if (stage_reserve(t) != RSL_OK)
+        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
+    size_t slot = stage_slot(t, k0, k1);
+    *added = t->index[slot] == 0;
+    if (!*added) {
+        *entry = stage_entry(t, t->index[slot] - 1);
+        return RSL_OK;
+    }
+    char *e = stage_entry(t, t->n);
+    const char *keys[2] = {k0, k1};
+    for (int k = 0; k < 2; k++) {
+        if (t->key_size[k] == 0) {
+            if (keys[k][0] != '\0')
+                return rsl_error_set(err, RSL_EINVAL, "store: unexpected second key");
+            continue;
+        }
+        if (rsl_strlcpy(e + t->key_off[k], keys[k], t->key_size[k]) != RSL_OK)
+            return rsl_error_set(err, RSL_EINVAL, "store: key '%.40s' too long", keys[k]);
+    }
+    t->index[slot] = (uint32_t)(++t->n);
+    *entry = e;
+    return RSL_OK;
+}
 
 /* Map an SQLite result to our error space: full disk and corruption get
  * their own codes so callers (ingest: RETRY_LATER; start-up: refuse) and
@@ -588,6 +718,11 @@ int agg_store_open(const char *path, bool read_only, struct agg_store **out,
         goto out;
     }
     st->read_only = read_only;
+    stage_init(&st->staged, sizeof(struct staged_current),
+               offsetof(struct staged_current, nation), sizeof(((struct staged_current *)0)->nation),
+               offsetof(struct staged_current, indicator), RSL_INDICATOR_ID_MAX + 1);
+    stage_init(&st->agents, sizeof(struct staged_agent), offsetof(struct staged_agent, agent_id),
+               RSL_AGENT_ID_MAX + 1, 0, 0);
 
     int flags = SQLITE_OPEN_NOMUTEX |
                 (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
@@ -688,10 +823,8 @@ void agg_store_close(struct agg_store **store)
         sqlite3_finalize(st->stmt[i]);
     for (int i = 0; i <= INSERT_ROWS_MAX; i++)
         sqlite3_finalize(st->insert_rows[i]);
-    free(st->staged);
-    free(st->staged_index);
-    free(st->agents);
-    free(st->agents_index);
+    stage_free(&st->staged);
+    stage_free(&st->agents);
     for (size_t i = 0; i < sizeof(st->read_stmt) / sizeof(st->read_stmt[0]); i++)
         sqlite3_finalize(st->read_stmt[i]);
     /* close_v2 never fails with busy statements: all were finalized above. */
@@ -706,64 +839,8 @@ void agg_store_close(struct agg_store **store)
 
 static void staged_clear(struct agg_store *st)
 {
-    st->n_staged = 0;
-    if (st->staged_index != NULL)
-        memset(st->staged_index, 0, st->index_size * sizeof(*st->staged_index));
-    st->n_agents = 0;
-    if (st->agents_index != NULL)
-        memset(st->agents_index, 0, st->agents_index_size * sizeof(*st->agents_index));
-}
-
-static uint32_t pair_hash(const char *nation, const char *indicator)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = nation; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u; /* separator */
-    for (const char *p = indicator; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h;
-}
-
-/* The index slot of (nation, indicator): its entry, or the empty slot
- * where it belongs. */
-static size_t staged_slot(const struct agg_store *st, const char *nation, const char *indicator)
-{
-    size_t mask = st->index_size - 1;
-    size_t i = pair_hash(nation, indicator) & mask;
-    while (st->staged_index[i] != 0) {
-        const struct staged_current *c = &st->staged[st->staged_index[i] - 1];
-        if (strcmp(c->nation, nation) == 0 && strcmp(c->indicator, indicator) == 0)
-            break;
-        i = (i + 1) & mask;
-    }
-    return i;
-}
-
-/* Room for one more entry, the index at most half full. */
-static int staged_reserve(struct agg_store *st)
-{
-    if (st->n_staged == st->cap_staged) {
-        size_t cap = st->cap_staged ? st->cap_staged * 2 : 64;
-        struct staged_current *c = realloc(st->staged, cap * sizeof(*c));
-        if (c == NULL)
-            return RSL_ENOMEM;
-        st->staged = c;
-        st->cap_staged = cap;
-    }
-    if (2 * (st->n_staged + 1) > st->index_size) {
-        size_t size = st->index_size ? st->index_size * 2 : 256;
-        uint32_t *index = calloc(size, sizeof(*index));
-        if (index == NULL)
-            return RSL_ENOMEM;
-        free(st->staged_index);
-        st->staged_index = index;
-        st->index_size = size;
-        for (size_t e = 0; e < st->n_staged; e++)
-            st->staged_index[staged_slot(st, st->staged[e].nation, st->staged[e].indicator)] =
-                (uint32_t)(e + 1);
-    }
-    return RSL_OK;
+    stage_clear(&st->staged);
+    stage_clear(&st->agents);
 }
 
 /* Offer one aggregated observation; it replaces the staged one for its
@@ -774,23 +851,17 @@ static int staged_offer(struct agg_store *st, const char *nation, const char *in
                         sqlite3_int64 measurement_id, double value, int64_t observed_at_ms,
                         int64_t received_at_ms, struct rsl_error *err)
 {
-    if (staged_reserve(st) != RSL_OK)
-        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
-    size_t slot = staged_slot(st, nation, indicator);
+    bool added;
     struct staged_current *c;
-    if (st->staged_index[slot] != 0) {
-        c = &st->staged[st->staged_index[slot] - 1];
+    int rc = stage_get(&st->staged, nation, indicator, (void **)&c, &added, err);
+    if (rc != RSL_OK)
+        return rc;
+    if (!added) {
         bool later = observed_at_ms != c->observed_at_ms ? observed_at_ms > c->observed_at_ms
                      : received_at_ms != c->received_at_ms ? received_at_ms > c->received_at_ms
                      : measurement_id > c->measurement_id;
         if (!later)
             return RSL_OK;
-    } else {
-        c = &st->staged[st->n_staged];
-        if (rsl_strlcpy(c->nation, nation, sizeof(c->nation)) != RSL_OK ||
-            rsl_strlcpy(c->indicator, indicator, sizeof(c->indicator)) != RSL_OK)
-            return rsl_error_set(err, RSL_EINVAL, "store: nation or indicator too long");
-        st->staged_index[slot] = (uint32_t)(++st->n_staged);
     }
     if (rsl_strlcpy(c->unit, unit, sizeof(c->unit)) != RSL_OK ||
         rsl_strlcpy(c->agent_id, agent_id, sizeof(c->agent_id)) != RSL_OK ||
@@ -807,8 +878,8 @@ static int staged_offer(struct agg_store *st, const char *nation, const char *in
  * stored row that is later, e.g. after an out-of-order backfill). */
 static int staged_flush(struct agg_store *st, struct rsl_error *err)
 {
-    for (size_t e = 0; e < st->n_staged; e++) {
-        const struct staged_current *c = &st->staged[e];
+    for (size_t e = 0; e < st->staged.n; e++) {
+        const struct staged_current *c = stage_entry(&st->staged, e);
         sqlite3_stmt *s = st->stmt[ST_UPSERT_CURRENT];
         sqlite3_bind_text(s, 1, c->nation, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, c->indicator, -1, SQLITE_STATIC);
@@ -830,48 +901,6 @@ static int staged_flush(struct agg_store *st, struct rsl_error *err)
 
 /* ---- staged `agents` -------------------------------------------------------- */
 
-static uint32_t text_hash(const char *text)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = text; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h;
-}
-
-static size_t staged_agent_slot(const struct agg_store *st, const char *agent_id)
-{
-    size_t mask = st->agents_index_size - 1;
-    size_t i = text_hash(agent_id) & mask;
-    while (st->agents_index[i] != 0 &&
-           strcmp(st->agents[st->agents_index[i] - 1].agent_id, agent_id) != 0)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static int staged_agent_reserve(struct agg_store *st)
-{
-    if (st->n_agents == st->cap_agents) {
-        size_t cap = st->cap_agents ? st->cap_agents * 2 : 64;
-        struct staged_agent *a = realloc(st->agents, cap * sizeof(*a));
-        if (a == NULL)
-            return RSL_ENOMEM;
-        st->agents = a;
-        st->cap_agents = cap;
-    }
-    if (2 * (st->n_agents + 1) > st->agents_index_size) {
-        size_t size = st->agents_index_size ? st->agents_index_size * 2 : 256;
-        uint32_t *index = calloc(size, sizeof(*index));
-        if (index == NULL)
-            return RSL_ENOMEM;
-        free(st->agents_index);
-        st->agents_index = index;
-        st->agents_index_size = size;
-        for (size_t e = 0; e < st->n_agents; e++)
-            st->agents_index[staged_agent_slot(st, st->agents[e].agent_id)] = (uint32_t)(e + 1);
-    }
-    return RSL_OK;
-}
-
 /* Fold one appended report into its agent's staged row, with the rules
  * ST_UPSERT_AGENT applies against the stored row: highest sequence,
  * latest receive time, the clock offset of the report received last
@@ -879,22 +908,18 @@ static int staged_agent_reserve(struct agg_store *st)
 static int staged_agent_offer(struct agg_store *st, const struct agg_report_in *in,
                               struct rsl_error *err)
 {
-    if (staged_agent_reserve(st) != RSL_OK)
-        return rsl_error_set(err, RSL_ENOMEM, "out of memory");
-    size_t slot = staged_agent_slot(st, in->agent_id);
-    int64_t offset = agg_clock_offset_ms(in->created_at_ms, in->received_at_ms);
+    bool added;
     struct staged_agent *a;
-    if (st->agents_index[slot] == 0) {
-        a = &st->agents[st->n_agents];
-        if (rsl_strlcpy(a->agent_id, in->agent_id, sizeof(a->agent_id)) != RSL_OK)
-            return rsl_error_set(err, RSL_EINVAL, "store: agent id too long");
+    int rc = stage_get(&st->agents, in->agent_id, NULL, (void **)&a, &added, err);
+    if (rc != RSL_OK)
+        return rc;
+    int64_t offset = agg_clock_offset_ms(in->created_at_ms, in->received_at_ms);
+    if (added) {
         a->last_sequence = (int64_t)in->sequence;
         a->last_seen_ms = in->received_at_ms;
         a->clock_offset_ms = offset;
         a->reports = 0;
-        st->agents_index[slot] = (uint32_t)(++st->n_agents);
     } else {
-        a = &st->agents[st->agents_index[slot] - 1];
         if ((int64_t)in->sequence > a->last_sequence)
             a->last_sequence = (int64_t)in->sequence;
         if (in->received_at_ms >= a->last_seen_ms) {
@@ -911,8 +936,8 @@ static int staged_agent_offer(struct agg_store *st, const struct agg_report_in *
 static int staged_agents_flush(struct agg_store *st, struct rsl_error *err)
 {
     sqlite3_stmt *s = st->stmt[ST_UPSERT_AGENT];
-    for (size_t e = 0; e < st->n_agents; e++) {
-        const struct staged_agent *a = &st->agents[e];
+    for (size_t e = 0; e < st->agents.n; e++) {
+        const struct staged_agent *a = stage_entry(&st->agents, e);
         sqlite3_bind_text(s, 1, a->agent_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, a->nation, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, a->last_sequence);
