@@ -45,6 +45,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1158,23 +1159,44 @@ static void test_failover_and_failback(void **state)
 
 struct submitter {
     const struct agent_config *cfg;
-    pid_t child;
-    atomic_int done;
+    const char *conf;           /* the config file the daemon was loaded from */
+    unsigned n_submits;
+    atomic_int done;            /* 1: every submit exited 0, 2: one failed */
     struct fake_aggregator *fa;
     unsigned expected;          /* reports the daemon must have delivered */
 };
 
-/* Waits for the submitting child, then until everything arrived, then
+/* Runs the real `resilience-agent -c CONF submit test.manual=I:pct` as a
+ * separate process N times (posix_spawn: this process has threads, so a
+ * forked child running library code could deadlock on a lock another
+ * thread held at the fork), then waits until everything arrived, then
  * stops the daemon (this process) with SIGTERM. */
 static void *submit_watcher(void *arg)
 {
     struct submitter *w = arg;
-    int status = 0;
-    waitpid(w->child, &status, 0);
-    atomic_store(&w->done, WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 1 : 2);
+    extern char **environ;
+    int result = 1;
+    usleep(100000);
+    for (unsigned i = 0; i < w->n_submits && result == 1; i++) {
+        char value[64];
+        snprintf(value, sizeof(value), "test.manual=%u:pct", i);
+        char *argv[] = {(char *)"resilience-agent", (char *)"-c", (char *)w->conf,
+                        (char *)"submit", value, NULL};
+        posix_spawn_file_actions_t fa;
+        pid_t pid;
+        int status = 0;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+        if (posix_spawn(&pid, RSL_AGENT_BIN, &fa, NULL, argv, environ) != 0 ||
+            waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            result = 2;
+        posix_spawn_file_actions_destroy(&fa);
+        usleep(5000);
+    }
+    atomic_store(&w->done, result);
     char pending[AGENT_PATH_MAX + 16];
     snprintf(pending, sizeof(pending), "%s/pending", w->cfg->spool_dir);
-    for (int i = 0; i < 6000; i++) {
+    for (int i = 0; i < 6000 && result == 1; i++) {
         if (w->fa->submitted >= w->expected && count_files(pending) == 0)
             break;
         usleep(10000);
@@ -1187,7 +1209,7 @@ static void test_submit_while_daemon_runs(void **state)
 {
     struct spool_state *s = *state;
     struct fake_aggregator fa;
-    char keys_dir[128];
+    char keys_dir[128], conf[AGENT_PATH_MAX + 64];
     pthread_t watcher;
     sigset_t set, old;
     const unsigned n_submits = 40;
@@ -1198,29 +1220,10 @@ static void test_submit_while_daemon_runs(void **state)
     struct agent_config *cfg = write_agent_config(s, &fa, 3, "");
     for (size_t i = 0; i < cfg->n_collectors; i++)
         cfg->collectors[i].interval_ms = 100;
+    snprintf(conf, sizeof(conf), "%s/agent.conf", s->dir);
 
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        /* Another process: `resilience-agent submit`, 40 times. */
-        struct agent_keys *keys = NULL;
-        if (agent_keys_load(cfg, &keys, NULL) != RSL_OK)
-            _exit(2);
-        usleep(100000);
-        for (unsigned i = 0; i < n_submits; i++) {
-            struct rsl_sample sample;
-            uint64_t seq = 0;
-            char arg[64];
-            snprintf(arg, sizeof(arg), "test.manual=%u:pct", i);
-            if (agent_submit_parse_arg(arg, &sample, NULL) != RSL_OK ||
-                agent_submit(cfg, keys, &sample, 1, &seq, NULL) != RSL_OK || seq == 0)
-                _exit(3);
-            usleep(5000);
-        }
-        agent_keys_free(&keys);
-        _exit(0);
-    }
-    struct submitter w = {.cfg = cfg, .child = child, .fa = &fa, .expected = n_submits};
+    struct submitter w = {.cfg = cfg, .conf = conf, .n_submits = n_submits, .fa = &fa,
+                          .expected = n_submits};
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, &old);
