@@ -31,6 +31,24 @@
  * header names another sequence - safe, but confusing). At most
  * RECYCLE_MAX files wait in tmp/; tmp/ is emptied at every open.
  *
+ * Removal off the loop thread: even with recycling, a deep spool draining
+ * after an outage frees one file per acked report, and an unlink of a
+ * small file costs ext4 (journal, block and inode bitmaps, a discard) about
+ * ten times a stat. So an acked entry the recycler does not take is marked
+ * dead - its mode set to 0000, about the cost of a stat - and queued, and a
+ * reaper thread at the lowest CPU priority (SCHED_IDLE) unlinks it when
+ * there is CPU to spare: the drain runs at the speed of sending, the
+ * clean-up after it. Every view of pending/ skips dead entries (they are
+ * neither listed, read, counted nor dropped; `status` from another process
+ * skips them too), the next open removes any a crash left behind, and a
+ * dead entry the chmod did not make durable before a power cut is sent
+ * again and answered DUPLICATE, as an acked entry whose unlink was lost
+ * always was. The queue is a short list of sequence ranges; when it is
+ * full the loop thread unlinks at once as before. Queued files still take
+ * disk space: when they and a new entry would not fit under the byte limit,
+ * the loop thread removes them first (reap_to_fit). Close stops the reaper
+ * and removes what is left.
+ *
  * Totals are kept incrementally. Entries this process appends are counted
  * at once and remembered in a small ring, so that the inotify event their
  * rename causes is not counted a second time; entries other processes add
@@ -46,9 +64,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -74,6 +96,15 @@
  * the largest window (AGENT_MAX_WINDOW) in flight, so an entry's size is
  * still there when its ack comes; 64 KiB. A miss only costs the fstatat. */
 #define SIZE_CACHE 4096
+/* Dead entries waiting for the reaper, as runs of consecutive sequences
+ * (acks come mostly in order, so a drain of any depth needs a few); 16 KiB. */
+#define REAP_RANGES 1024
+/* An entry file with this mode is dead: acked, waiting to be unlinked. */
+#define DEAD_MODE 0
+/* The reaper waits until no entry died for this long (a drain is over)... */
+#define REAP_QUIET_MS 300
+/* ...unless this many wait. */
+#define REAP_DEFER_MAX 200000
 
 enum { DIR_PENDING, DIR_REJECTED, DIR_CORRUPT, DIR_TMP, DIR_COUNT };
 static const char *const dir_names[DIR_COUNT] = {"pending", "rejected", "corrupt", "tmp"};
@@ -108,6 +139,27 @@ struct agent_spool {
         uint64_t sequence; /* 0: empty */
         int64_t size;
     } sizes[SIZE_CACHE];
+    struct reaper *reaper; /* started at the first dead entry; NULL before */
+    bool reaper_failed;    /* could not start one: unlink at once */
+};
+
+/* Dead entries (top comment) and the thread that unlinks them, shared with
+ * the loop thread under `lock`. The set of queued sequences is kept as
+ * sorted, disjoint, non-adjacent ranges: acks come back out of order
+ * within the window, and each late one joins its neighbours. */
+struct reaper {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop;
+    int dirfd;       /* pending/ (the spool's descriptor, not owned) */
+    uint64_t bytes;  /* size of the queued files (for the byte limit) */
+    uint64_t queued; /* how many */
+    int64_t last_queued_ms; /* monotonic */
+    size_t n;
+    struct {
+        uint64_t lo, hi;
+    } ranges[REAP_RANGES];
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -243,6 +295,233 @@ static void account(struct agent_spool *s, uint64_t sequence, int64_t size)
         s->max_sequence = sequence;
     if (sequence < s->min_hint)
         s->min_hint = sequence;
+}
+
+/* ---- dead entries and the reaper (top comment) ---------------------------- */
+
+static bool is_dead(const struct stat *st)
+{
+    return S_ISREG(st->st_mode) && (st->st_mode & 07777) == DEAD_MODE;
+}
+
+/* Unlink pending/<sequence> if it is (still) a dead entry; the size it had,
+ * or 0. */
+static int64_t unlink_dead(int dirfd, uint64_t sequence)
+{
+    char name[SPOOL_NAME_LEN + 1];
+    struct stat st;
+    entry_name(sequence, name);
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !is_dead(&st))
+        return 0; /* gone already; or not dead: never remove a live entry */
+    if (unlinkat(dirfd, name, 0) != 0) {
+        if (errno != ENOENT)
+            RSL_WARN("spool", "pending/%s: cannot remove an acked entry: %s (the next start "
+                     "removes it)", name, strerror(errno));
+        return 0;
+    }
+    return (int64_t)st.st_size;
+}
+
+/* Index of the first range whose hi is >= sequence (r->n if none). */
+static size_t set_find(const struct reaper *r, uint64_t sequence)
+{
+    size_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->ranges[mid].hi < sequence)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool set_contains(const struct reaper *r, uint64_t sequence)
+{
+    size_t i = set_find(r, sequence);
+    return i < r->n && r->ranges[i].lo <= sequence;
+}
+
+/* Add a sequence (not in the set); false when that needs a range and all
+ * REAP_RANGES are in use. */
+static bool set_add(struct reaper *r, uint64_t sequence)
+{
+    size_t i = set_find(r, sequence);
+    bool joins_left = i > 0 && r->ranges[i - 1].hi + 1 == sequence;
+    bool joins_right = i < r->n && r->ranges[i].lo == sequence + 1;
+    if (joins_left && joins_right) {
+        r->ranges[i - 1].hi = r->ranges[i].hi;
+        memmove(&r->ranges[i], &r->ranges[i + 1], (r->n - i - 1) * sizeof(r->ranges[0]));
+        r->n--;
+    } else if (joins_left) {
+        r->ranges[i - 1].hi = sequence;
+    } else if (joins_right) {
+        r->ranges[i].lo = sequence;
+    } else {
+        if (r->n == REAP_RANGES)
+            return false;
+        memmove(&r->ranges[i + 1], &r->ranges[i], (r->n - i) * sizeof(r->ranges[0]));
+        r->ranges[i].lo = r->ranges[i].hi = sequence;
+        r->n++;
+    }
+    return true;
+}
+
+/* Take a sequence out of the set; false if it was not there, or if taking
+ * it would split a range with none left (it stays, and its removal is
+ * tried again later: harmless, the file is gone). */
+static bool set_remove(struct reaper *r, uint64_t sequence)
+{
+    size_t i = set_find(r, sequence);
+    if (i == r->n || r->ranges[i].lo > sequence)
+        return false;
+    if (r->ranges[i].lo == r->ranges[i].hi) {
+        memmove(&r->ranges[i], &r->ranges[i + 1], (r->n - i - 1) * sizeof(r->ranges[0]));
+        r->n--;
+    } else if (r->ranges[i].lo == sequence) {
+        r->ranges[i].lo++;
+    } else if (r->ranges[i].hi == sequence) {
+        r->ranges[i].hi--;
+    } else {
+        if (r->n == REAP_RANGES)
+            return false;
+        memmove(&r->ranges[i + 1], &r->ranges[i], (r->n - i) * sizeof(r->ranges[0]));
+        r->ranges[i].hi = sequence - 1;
+        r->ranges[i + 1].lo = sequence + 1;
+        r->n++;
+    }
+    return true;
+}
+
+static void *reaper_main(void *arg)
+{
+    struct reaper *r = arg;
+    struct sched_param none = {0};
+    /* Only CPU time nothing else wants: while a deep spool drains, sending
+     * (and an aggregator on the same machine) go first. */
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        while (r->n == 0 && !r->stop)
+            pthread_cond_wait(&r->wake, &r->lock);
+        if (r->stop)
+            break;
+        int64_t quiet = r->last_queued_ms + REAP_QUIET_MS - rsl_monotonic_ms();
+        if (quiet > 0 && r->queued < REAP_DEFER_MAX) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += quiet / 1000;
+            until.tv_nsec += (quiet % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->wake, &r->lock, &until);
+            continue;
+        }
+        uint64_t sequence = r->ranges[0].lo;
+        pthread_mutex_unlock(&r->lock);
+        uint64_t size = (uint64_t)unlink_dead(r->dirfd, sequence);
+        pthread_mutex_lock(&r->lock);
+        r->bytes = r->bytes >= size ? r->bytes - size : 0;
+        if (set_remove(r, sequence) && r->queued > 0)
+            r->queued--;
+        if (r->n == 0)
+            r->bytes = r->queued = 0;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static bool reaper_start(struct agent_spool *s)
+{
+    struct reaper *r = calloc(1, sizeof(*r));
+    int e = ENOMEM;
+    if (r != NULL) {
+        r->dirfd = s->dirfd[DIR_PENDING];
+        pthread_mutex_init(&r->lock, NULL);
+        pthread_cond_init(&r->wake, NULL);
+        if ((e = pthread_create(&r->thread, NULL, reaper_main, r)) == 0) {
+            s->reaper = r;
+            return true;
+        }
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+    }
+    RSL_WARN("spool", "%s: cannot start the thread that removes acked entries (%s); removing "
+             "them at once instead", s->path, strerror(e));
+    s->reaper_failed = true;
+    return false;
+}
+
+/* Stop the reaper and remove what it had not got to. */
+static void reaper_stop(struct agent_spool *s)
+{
+    struct reaper *r = s->reaper;
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    for (size_t i = 0; i < r->n; i++)
+        for (uint64_t seq = r->ranges[i].lo; seq <= r->ranges[i].hi && seq != 0; seq++)
+            unlink_dead(r->dirfd, seq);
+    pthread_cond_destroy(&r->wake);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+    s->reaper = NULL;
+}
+
+/* Hand the dead entry pending/<sequence> (`size` bytes, still counted in
+ * s->bytes) to the reaper; false if it cannot take it (the caller unlinks). */
+static bool reap_later(struct agent_spool *s, uint64_t sequence, int64_t size)
+{
+    if (s->reaper == NULL && (s->reaper_failed || !reaper_start(s)))
+        return false;
+    struct reaper *r = s->reaper;
+    pthread_mutex_lock(&r->lock);
+    bool queued = set_add(r, sequence);
+    if (queued) {
+        r->bytes += size > 0 ? (uint64_t)size : 0;
+        r->queued++;
+        r->last_queued_ms = rsl_monotonic_ms();
+        if (r->queued == 1 || r->queued >= REAP_DEFER_MAX)
+            pthread_cond_signal(&r->wake);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return queued;
+}
+
+/* The reaper's queued files take disk space too: when they and `need` more
+ * bytes would not fit under the byte limit, remove them now (the reaper
+ * starts again at the next removal). */
+static void reap_to_fit(struct agent_spool *s, uint64_t need)
+{
+    struct reaper *r = s->reaper;
+    if (r == NULL || s->limits.max_bytes == 0)
+        return;
+    pthread_mutex_lock(&r->lock);
+    uint64_t dead = r->bytes;
+    pthread_mutex_unlock(&r->lock);
+    if (dead > 0 && s->bytes + dead + need > s->limits.max_bytes)
+        reaper_stop(s);
+}
+
+/* Is pending/<sequence> a dead entry the reaper has yet to remove? */
+static bool reaping(const struct agent_spool *s, uint64_t sequence)
+{
+    struct reaper *r = s->reaper;
+    bool found = false;
+    if (r == NULL)
+        return false;
+    pthread_mutex_lock(&r->lock);
+    found = set_contains(r, sequence);
+    pthread_mutex_unlock(&r->lock);
+    return found;
 }
 
 /* Read exactly len bytes: 1 on success, 0 on early EOF, -1 on error. */
@@ -497,6 +776,7 @@ static int scan(struct agent_spool *s, int which, bool quarantine_strays, struct
     DIR *d = open_dir(s, which, err);
     if (d == NULL)
         return RSL_EIO;
+    unsigned dead = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         const char *name = de->d_name;
@@ -511,9 +791,17 @@ static int scan(struct agent_spool *s, int which, bool quarantine_strays, struct
                     quarantine(s, name, "not a spool entry name", false);
                 continue;
             }
-            int64_t size = entry_size(s, name);
-            if (size >= 0)
-                account(s, seq, size);
+            struct stat st;
+            if (fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                continue; /* gone meanwhile */
+            if (is_dead(&st)) {
+                /* Acked before a crash or stop (at open), or waiting for
+                 * the reaper (a rescan): not an entry any more. */
+                if (quarantine_strays && unlink_dead(s->dirfd[DIR_PENDING], seq) > 0)
+                    dead++;
+                continue;
+            }
+            account(s, seq, (int64_t)st.st_size);
             continue;
         }
         if (which == DIR_REJECTED) {
@@ -528,6 +816,9 @@ static int scan(struct agent_spool *s, int which, bool quarantine_strays, struct
             s->max_sequence = seq;
     }
     closedir(d);
+    if (dead > 0)
+        RSL_INFO("spool", "removed %u acknowledged entr%s from %s/pending", dead,
+                 dead == 1 ? "y" : "ies", s->path);
     return RSL_OK;
 }
 
@@ -628,6 +919,7 @@ void agent_spool_close(struct agent_spool **spool)
     if (spool == NULL || *spool == NULL)
         return;
     struct agent_spool *s = *spool;
+    reaper_stop(s);
     if (s->dirty)
         agent_spool_sync(s, NULL);
     for (int i = 0; i < DIR_COUNT; i++)
@@ -658,7 +950,7 @@ static bool entry_exists(const struct agent_spool *s, uint64_t sequence)
     char name[SPOOL_NAME_LEN + 1];
     struct stat st;
     entry_name(sequence, name);
-    return fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    return fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !is_dead(&st);
 }
 
 /* One pass over pending/: the `max` smallest sequences above `after`. */
@@ -678,6 +970,8 @@ static int list_dir(struct agent_spool *s, uint64_t after, uint64_t *out, size_t
         if (seq == 0 || seq <= after)
             continue;
         if (have == max && seq >= out[max - 1])
+            continue;
+        if (reaping(s, seq))
             continue;
         size_t i = have < max ? have++ : max - 1;
         while (i > 0 && out[i - 1] > seq) {
@@ -755,6 +1049,8 @@ int agent_spool_oldest(struct agent_spool *s, uint64_t *sequence, int64_t *mtime
     if (fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return rsl_error_set(err, RSL_ENOENT, "%s/pending/%s: %s", s->path, name,
                              strerror(errno));
+    if (is_dead(&st))
+        return rsl_error_set(err, RSL_ENOENT, "%s/pending/%s: acknowledged", s->path, name);
     *sequence = seq;
     *mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
     return RSL_OK;
@@ -873,6 +1169,7 @@ int agent_spool_admit(struct agent_spool *s, size_t len, const char *what, struc
     if (s->limits.max_bytes == 0)
         return RSL_OK;
     uint64_t need = agent_spool_entry_bytes(s, len);
+    reap_to_fit(s, need);
     if (s->bytes + need <= s->limits.max_bytes)
         return RSL_OK;
     char have[32], limit[32];
@@ -907,7 +1204,8 @@ int agent_spool_enforce(struct agent_spool *s, int64_t now_ms, struct rsl_error 
                 char name[SPOOL_NAME_LEN + 1];
                 struct stat st;
                 entry_name(seqs[i], name);
-                if (fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                if (fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+                    is_dead(&st))
                     continue;
                 int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
                 if (mtime < cutoff)
@@ -923,6 +1221,7 @@ int agent_spool_enforce(struct agent_spool *s, int64_t now_ms, struct rsl_error 
             log_drop(s, expired, k, why);
         }
     }
+    reap_to_fit(s, 0);
     if (s->limits.max_bytes > 0 && s->limits.policy == AGENT_SPOOL_DROP_OLDEST &&
         s->bytes > s->limits.max_bytes)
         return drop_to_fit(s, 0, err);
@@ -1087,14 +1386,22 @@ int agent_spool_read(struct agent_spool *s, uint64_t sequence, size_t max_len, u
     entry_name(sequence, name);
     fd = openat(s->dirfd[DIR_PENDING], name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        rc = rsl_error_set(err, errno == ENOENT ? RSL_ENOENT : RSL_EIO, "%s/pending/%s: %s",
-                           s->path, name, strerror(errno));
-        if (errno == ELOOP)
+        int e = errno;
+        if (e == EACCES && fstatat(s->dirfd[DIR_PENDING], name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            is_dead(&st))
+            e = ENOENT; /* acked, waiting for the reaper */
+        rc = rsl_error_set(err, e == ENOENT ? RSL_ENOENT : RSL_EIO, "%s/pending/%s: %s", s->path,
+                           name, strerror(e));
+        if (e == ELOOP)
             why = "a symbolic link";
         goto out;
     }
     if (fstat(fd, &st) != 0) {
         rc = rsl_error_set(err, RSL_EIO, "%s/pending/%s: %s", s->path, name, strerror(errno));
+        goto out;
+    }
+    if (is_dead(&st)) {
+        rc = rsl_error_set(err, RSL_ENOENT, "%s/pending/%s: acknowledged", s->path, name);
         goto out;
     }
     /* Every check below is on bytes that may have been damaged on disk:
@@ -1176,6 +1483,8 @@ int agent_spool_remove(struct agent_spool *s, uint64_t sequence, struct rsl_erro
 {
     char name[SPOOL_NAME_LEN + 1];
     entry_name(sequence, name);
+    if (reaping(s, sequence))
+        return rsl_error_set(err, RSL_ENOENT, "%s/pending/%s: already removed", s->path, name);
     int64_t size = size_recall(s, sequence);
     if (size < 0)
         size = entry_size(s, name);
@@ -1198,6 +1507,12 @@ int agent_spool_remove(struct agent_spool *s, uint64_t sequence, struct rsl_erro
             return rsl_error_set(err, RSL_ENOENT, "%s/pending/%s: %s", s->path, name,
                                  strerror(errno));
         /* EEXIST (a stale name), no RENAME_NOREPLACE, ...: just unlink. */
+    }
+    /* Dead now, unlinked by the reaper when the CPU is idle (top comment). */
+    if (s->owner && fchmodat(s->dirfd[DIR_PENDING], name, DEAD_MODE, 0) == 0 &&
+        reap_later(s, sequence, size)) {
+        forget(s, size);
+        return RSL_OK;
     }
     if (unlinkat(s->dirfd[DIR_PENDING], name, 0) != 0)
         return rsl_error_set(err, errno == ENOENT ? RSL_ENOENT : RSL_EIO, "%s/pending/%s: %s",
@@ -1433,8 +1748,8 @@ int agent_spool_inspect(const char *dir, struct agent_spool_summary *out, struct
                 out->rejected++;
             } else if (seq != 0) {
                 struct stat st;
-                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-                    continue; /* acked meanwhile */
+                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || is_dead(&st))
+                    continue; /* acked meanwhile, or acked and not yet removed */
                 out->pending++;
                 out->bytes += (uint64_t)st.st_size;
                 if (out->oldest_sequence == 0 || seq < out->oldest_sequence) {

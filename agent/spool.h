@@ -38,12 +38,19 @@
  * a corrupt entry is moved to corrupt/ with a warning and never blocks
  * anything.
  *
+ * Acked entries: the first few are renamed into tmp/ for reuse; the rest
+ * are marked dead (mode 0000: acked, not an entry any more) and unlinked
+ * by a thread at idle CPU priority once no entry has died for a moment (a
+ * drain is over), or at close. Every view skips dead entries; an open
+ * removes any a crash left behind.
+ *
  * Other writers (`resilience-agent submit`) add entries to pending/ while
  * the daemon runs; the daemon's spool watches pending/ with inotify and
  * adopts them into its totals (agent_spool_watch_*). Writers serialise on
  * the sequence lock (seq.h); the owner's open must run under it.
  *
- * One owner (the daemon's loop thread); not thread-safe.
+ * One owner (the daemon's loop thread); not thread-safe (the removal
+ * thread is internal and shares only its queue, under a lock).
  */
 #ifndef AGENT_SPOOL_H
 #define AGENT_SPOOL_H

@@ -381,6 +381,102 @@ static void test_list_chunks_in_order(void **state)
 }
 
 /* Long gaps (acked or dropped runs) do not hide what is after them. */
+/* Acked entries beyond what the recycler keeps are marked dead (mode 0000)
+ * and unlinked by the reaper thread: no view shows them meanwhile, the
+ * next open removes one a crash left behind, and over the byte limit the
+ * unlink happens at once. */
+static void test_acked_entries_reaped(void **state)
+{
+    struct spool_state *s = *state;
+    struct agent_spool *sp = NULL;
+    struct agent_spool_summary sum;
+    uint8_t payload[200];
+    uint8_t *data = NULL;
+    size_t len = 0, n = 0;
+    uint64_t list[300];
+    char pending[128], path[AGENT_PATH_MAX + 64];
+    snprintf(pending, sizeof(pending), "%s/pending", s->dir);
+
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    for (uint64_t seq = 1; seq <= 200; seq++) {
+        payload_for(seq, payload, sizeof(payload));
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    }
+    uint64_t entry = agent_spool_bytes(sp) / 200;
+    for (uint64_t seq = 1; seq <= 150; seq++)
+        assert_int_equal(agent_spool_remove(sp, seq, NULL), RSL_OK);
+    /* Gone from every view at once, whether or not the file is yet. */
+    assert_int_equal(agent_spool_count(sp), 50);
+    assert_int_equal(agent_spool_bytes(sp), 50 * entry);
+    assert_int_equal(agent_spool_list(sp, 0, list, 300, &n, NULL), RSL_OK);
+    assert_int_equal(n, 50);
+    assert_int_equal(list[0], 151);
+    uint64_t oldest = 0;
+    int64_t mtime = 0;
+    assert_int_equal(agent_spool_oldest(sp, &oldest, &mtime, NULL), RSL_OK);
+    assert_int_equal(oldest, 151);
+    for (uint64_t seq = 100; seq <= 150; seq++) {
+        assert_int_equal(agent_spool_read(sp, seq, 1 << 20, &data, &len, NULL), RSL_ENOENT);
+        assert_int_equal(agent_spool_remove(sp, seq, NULL), RSL_ENOENT); /* not counted twice */
+    }
+    assert_int_equal(agent_spool_count(sp), 50);
+    assert_int_equal(agent_spool_inspect(s->dir, &sum, NULL), RSL_OK);
+    assert_int_equal(sum.pending, 50);
+    assert_int_equal(sum.oldest_sequence, 151);
+    bool changed = true;
+    assert_int_equal(agent_spool_rescan(sp, &changed, NULL), RSL_OK);
+    assert_false(changed);
+    assert_int_equal(agent_spool_count(sp), 50);
+    /* The reaper removes the files (at idle priority: give it time). */
+    for (int i = 0; i < 3000 && count_files(pending) > 50; i++)
+        usleep(10000);
+    assert_int_equal(count_files(pending), 50);
+    assert_int_equal(agent_spool_corrupt(sp), 0);
+
+    /* Acked, marked, and then a crash before the reaper got to it: the
+     * next open removes it without counting or sending it. */
+    entry_path(s->dir, "pending", 151, ".rpt", path, sizeof(path));
+    assert_int_equal(chmod(path, 0), 0);
+    assert_false(agent_spool_list(sp, 150, list, 1, &n, NULL) != RSL_OK || list[0] != 152);
+    assert_int_equal(agent_spool_read(sp, 151, 1 << 20, &data, &len, NULL), RSL_ENOENT);
+    assert_null(data);
+    agent_spool_close(&sp);
+    assert_int_equal(agent_spool_inspect(s->dir, &sum, NULL), RSL_OK);
+    assert_int_equal(sum.pending, 49);
+    assert_int_equal(count_files(pending), 50);
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 49);
+    assert_false(exists(path));
+    assert_int_equal(count_files(pending), 49);
+
+    /* Close removes whatever the reaper had not got to. */
+    for (uint64_t seq = 152; seq <= 190; seq++)
+        assert_int_equal(agent_spool_remove(sp, seq, NULL), RSL_OK);
+    agent_spool_close(&sp);
+    assert_int_equal(count_files(pending), 10);
+
+    /* At the byte limit, queued dead files would hold space the limit
+     * needs: the removal unlinks at once. */
+    assert_int_equal(agent_spool_open(s->dir, &sp, NULL), RSL_OK);
+    assert_int_equal(agent_spool_count(sp), 10);
+    for (uint64_t seq = 201; seq <= 290; seq++) {
+        payload_for(seq, payload, sizeof(payload));
+        assert_int_equal(agent_spool_append(sp, seq, payload, sizeof(payload), NULL), RSL_OK);
+    }
+    for (uint64_t seq = 191; seq <= 290; seq++)
+        assert_int_equal(agent_spool_remove(sp, seq, NULL), RSL_OK);
+    /* The first 32 (RECYCLE_MAX) went to tmp/ for reuse, the other 68 are
+     * dead; under a limit of 60 entries the next report would not fit
+     * beside them: they go first. */
+    struct agent_spool_limits limits = {.max_bytes = 60 * entry};
+    agent_spool_set_limits(sp, &limits);
+    assert_int_equal(agent_spool_admit(sp, sizeof(payload), "report 291", NULL), RSL_OK);
+    assert_int_equal(count_files(pending), 0);
+    assert_int_equal(agent_spool_counters(sp)->dropped_oldest, 0);
+    assert_int_equal(agent_spool_count(sp), 0);
+    agent_spool_close(&sp);
+}
+
 static void test_list_across_gaps(void **state)
 {
     struct spool_state *s = *state;
@@ -1477,6 +1573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_entries_quarantined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_cleans_tmp_and_strays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_chunks_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acked_entries_reaped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_across_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_totals_and_other_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff, setup, teardown),
