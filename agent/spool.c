@@ -34,11 +34,14 @@
  * Removal off the loop thread: even with recycling, a deep spool draining
  * after an outage frees one file per acked report, and an unlink of a
  * small file costs ext4 (journal, block and inode bitmaps, a discard) about
- * ten times a stat. So an acked entry the recycler does not take is marked
- * dead - its mode set to 0000, about the cost of a stat - and queued, and a
- * reaper thread at the lowest CPU priority (SCHED_IDLE) unlinks it when
- * there is CPU to spare: the drain runs at the speed of sending, the
- * clean-up after it. Every view of pending/ skips dead entries (they are
+ * ten times a stat - and its journal work slows every fsync on the same
+ * file system, the aggregator's commits too when it shares the machine. So
+ * an acked entry the recycler does not take is marked dead - its mode set
+ * to 0000, about the cost of a stat - and queued, and a reaper thread at
+ * the lowest CPU priority (SCHED_IDLE) unlinks the queue once the drain is
+ * over (REAP_QUIET_MS after an ack that left the spool empty; REAP_IDLE_MS
+ * after the last ack if it stalled): the drain runs at the speed of
+ * sending, the clean-up after it. Every view of pending/ skips dead entries (they are
  * neither listed, read, counted nor dropped; `status` from another process
  * skips them too), the next open removes any a crash left behind, and a
  * dead entry the chmod did not make durable before a power cut is sent
@@ -101,9 +104,12 @@
 #define REAP_RANGES 1024
 /* An entry file with this mode is dead: acked, waiting to be unlinked. */
 #define DEAD_MODE 0
-/* The reaper waits until no entry died for this long (a drain is over)... */
+/* The reaper waits until no entry died for REAP_QUIET_MS and the last one
+ * left the spool empty (a drain is over), or none died for REAP_IDLE_MS
+ * (a drain that stalled, e.g. the aggregator went away), or
+ * REAP_DEFER_MAX wait. */
 #define REAP_QUIET_MS 300
-/* ...unless this many wait. */
+#define REAP_IDLE_MS 5000
 #define REAP_DEFER_MAX 200000
 
 enum { DIR_PENDING, DIR_REJECTED, DIR_CORRUPT, DIR_TMP, DIR_COUNT };
@@ -156,6 +162,10 @@ struct reaper {
     uint64_t bytes;  /* size of the queued files (for the byte limit) */
     uint64_t queued; /* how many */
     int64_t last_queued_ms; /* monotonic */
+    bool drained;           /* the last one queued left no entry pending */
+    bool busy;              /* in a pass (for the log lines) */
+    uint64_t removed;       /* in this pass */
+    int64_t pass_started_ms;
     size_t n;
     struct {
         uint64_t lo, hi;
@@ -407,7 +417,8 @@ static void *reaper_main(void *arg)
             pthread_cond_wait(&r->wake, &r->lock);
         if (r->stop)
             break;
-        int64_t quiet = r->last_queued_ms + REAP_QUIET_MS - rsl_monotonic_ms();
+        int64_t now = rsl_monotonic_ms();
+        int64_t quiet = r->last_queued_ms + (r->drained ? REAP_QUIET_MS : REAP_IDLE_MS) - now;
         if (quiet > 0 && r->queued < REAP_DEFER_MAX) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -420,6 +431,12 @@ static void *reaper_main(void *arg)
             pthread_cond_timedwait(&r->wake, &r->lock, &until);
             continue;
         }
+        if (!r->busy) {
+            r->busy = true;
+            r->removed = 0;
+            r->pass_started_ms = now;
+            RSL_DEBUG("spool", "removing %" PRIu64 " acknowledged entries", r->queued);
+        }
         uint64_t sequence = r->ranges[0].lo;
         pthread_mutex_unlock(&r->lock);
         uint64_t size = (uint64_t)unlink_dead(r->dirfd, sequence);
@@ -427,8 +444,14 @@ static void *reaper_main(void *arg)
         r->bytes = r->bytes >= size ? r->bytes - size : 0;
         if (set_remove(r, sequence) && r->queued > 0)
             r->queued--;
-        if (r->n == 0)
+        r->removed++;
+        if (r->n == 0) {
             r->bytes = r->queued = 0;
+            r->busy = false;
+            if (r->removed >= 1000)
+                RSL_INFO("spool", "removed %" PRIu64 " acknowledged entries in %.1f s",
+                         r->removed, (double)(rsl_monotonic_ms() - r->pass_started_ms) / 1000.0);
+        }
     }
     pthread_mutex_unlock(&r->lock);
     return NULL;
@@ -480,6 +503,7 @@ static void reaper_stop(struct agent_spool *s)
  * s->bytes) to the reaper; false if it cannot take it (the caller unlinks). */
 static bool reap_later(struct agent_spool *s, uint64_t sequence, int64_t size)
 {
+    /* s->count still counts this entry. */
     if (s->reaper == NULL && (s->reaper_failed || !reaper_start(s)))
         return false;
     struct reaper *r = s->reaper;
@@ -489,7 +513,8 @@ static bool reap_later(struct agent_spool *s, uint64_t sequence, int64_t size)
         r->bytes += size > 0 ? (uint64_t)size : 0;
         r->queued++;
         r->last_queued_ms = rsl_monotonic_ms();
-        if (r->queued == 1 || r->queued >= REAP_DEFER_MAX)
+        r->drained = s->count <= 1;
+        if (r->queued == 1 || r->queued >= REAP_DEFER_MAX || r->drained)
             pthread_cond_signal(&r->wake);
     }
     pthread_mutex_unlock(&r->lock);

@@ -40,8 +40,8 @@
  *
  * Acked entries: the first few are renamed into tmp/ for reuse; the rest
  * are marked dead (mode 0000: acked, not an entry any more) and unlinked
- * by a thread at idle CPU priority once no entry has died for a moment (a
- * drain is over), or at close. Every view skips dead entries; an open
+ * by a thread at idle CPU priority once the drain is over (or has stalled
+ * for a few seconds), or at close. Every view skips dead entries; an open
  * removes any a crash left behind.
  *
  * Other writers (`resilience-agent submit`) add entries to pending/ while
