@@ -22,7 +22,9 @@ at least once under memcheck:
              corrupt entries quarantined); the sender (ack, resend after a
              kill -9, fail-over to a second endpoint); config reload by SIGHUP
              (a bad new config kept out); `submit` with and without the
-             daemon, `status --json`; config errors at start-up
+             daemon, `status --json`; config errors at start-up; the
+             spool's reaper thread (acked entries deleted after a deep
+             drain, at stop, and after a kill -9 at the next start)
   aggregator ingest (accepted, duplicate, equivocation, bad signatures,
              oversized and malformed frames, backpressure/RETRY_LATER), the
              store (refusing a garbage file), registry reload by SIGHUP, the
@@ -76,6 +78,7 @@ SUBSET = [  # roughly longest first, so two at a time finish together
     ("test_agent_collectors", ["test_exec_timeout_kills_the_process_group_and_failures_are_logged",
                                "test_http_collector_reads_lines_and_json_over_https",
                                "test_file_collector_reads_fresh_files_and_skips_stale_ones"]),
+    ("test_agent_drain_crash", None),
     ("test_agent_ops", ["test_sighup_with_a_bad_config_keeps_the_old_one",
                         "test_status_shows_sensible_numbers"]),
     ("test_partner_releases", ["test_signed_release_verifies_independently"]),
