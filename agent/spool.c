@@ -41,13 +41,13 @@
  * the lowest CPU priority (SCHED_IDLE) unlinks the queue once the drain is
  * over (REAP_QUIET_MS after an ack that left the spool empty; REAP_IDLE_MS
  * after the last ack if it stalled): the drain runs at the speed of
- * sending, the clean-up after it. Every view of pending/ skips dead entries (they are
- * neither listed, read, counted nor dropped; `status` from another process
- * skips them too), the next open removes any a crash left behind, and a
- * dead entry the chmod did not make durable before a power cut is sent
- * again and answered DUPLICATE, as an acked entry whose unlink was lost
- * always was. The queue is a short list of sequence ranges; when it is
- * full the loop thread unlinks at once as before. Queued files still take
+ * sending, the clean-up after it. Every view of pending/ skips dead
+ * entries (they are neither listed, read, counted nor dropped; `status`
+ * from another process skips them too), the next open removes any a crash
+ * left behind, and a dead entry the chmod did not make durable before a
+ * power cut is sent again and answered DUPLICATE, as an acked entry whose
+ * unlink was lost always was. The queue is a sorted set of sequence
+ * ranges; when it is full the loop thread unlinks at once as before. Queued files still take
  * disk space: when they and a new entry would not fit under the byte limit,
  * the loop thread removes them first (reap_to_fit). Close stops the reaper
  * and removes what is left.
@@ -420,8 +420,8 @@ static void *reaper_main(void *arg)
         int64_t now = rsl_monotonic_ms();
         int64_t quiet = r->last_queued_ms + (r->drained ? REAP_QUIET_MS : REAP_IDLE_MS) - now;
         if (quiet > 0 && r->queued < REAP_DEFER_MAX) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
+            struct timespec until; /* `wake` waits on CLOCK_MONOTONIC */
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_sec += quiet / 1000;
             until.tv_nsec += (quiet % 1000) * 1000000;
             if (until.tv_nsec >= 1000000000) {
@@ -463,8 +463,13 @@ static bool reaper_start(struct agent_spool *s)
     int e = ENOMEM;
     if (r != NULL) {
         r->dirfd = s->dirfd[DIR_PENDING];
+        pthread_condattr_t attr;
         pthread_mutex_init(&r->lock, NULL);
-        pthread_cond_init(&r->wake, NULL);
+        /* Timed waits immune to the wall clock being set. */
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&r->wake, &attr);
+        pthread_condattr_destroy(&attr);
         if ((e = pthread_create(&r->thread, NULL, reaper_main, r)) == 0) {
             s->reaper = r;
             return true;
