@@ -64,6 +64,7 @@ struct slot {
     uint64_t sequence;
     enum slot_state state;
     int64_t due;        /* SENT/HOLD: monotonic ms when it becomes WAITING */
+    uint64_t sent_no;   /* agent_cwnd_sent number of the last send */
     unsigned tries;     /* times sent */
 };
 
@@ -107,6 +108,7 @@ struct agent_sender {
     int64_t last_ack_wall;                 /* wall-clock ms of the last ack */
     int64_t pause_until;                   /* RETRY_LATER: send nothing before this */
     unsigned retry_streak;                 /* rounds of RETRY_LATER since the last success */
+    struct agent_cwnd cwnd;                /* reports in flight at most (congestion) */
     uint32_t random_pool[RANDOM_POOL];     /* jitter, drawn RANDOM_POOL at a time */
     size_t random_left;                    /* unused words at the end of random_pool */
     struct agent_sender_stats stats;
@@ -132,16 +134,63 @@ int64_t agent_backoff_ms(int64_t base_ms, int64_t max_ms, unsigned attempt, uint
     return v > max_ms ? max_ms : v < 1 ? 1 : v;
 }
 
-static int64_t backoff(struct agent_sender *s, unsigned attempt)
+/* ---- congestion window -------------------------------------------------------- */
+
+void agent_cwnd_init(struct agent_cwnd *c, size_t limit)
 {
-    /* Jitter, not a secret: a pool refilled from the kernel now and then
-     * does as well as a system call per report. */
+    c->limit = limit > 0 ? limit : 1;
+    c->cwnd = c->limit < AGENT_CWND_INITIAL ? c->limit : AGENT_CWND_INITIAL;
+    c->ssthresh = c->limit;
+    c->acks = 0;
+    c->sends = 0;
+    c->round = 0;
+}
+
+uint64_t agent_cwnd_sent(struct agent_cwnd *c)
+{
+    return ++c->sends;
+}
+
+void agent_cwnd_progress(struct agent_cwnd *c)
+{
+    if (c->cwnd >= c->limit)
+        return;
+    if (c->cwnd < c->ssthresh) {
+        c->cwnd++; /* slow start: doubles every round trip */
+        return;
+    }
+    if (++c->acks >= c->cwnd) { /* congestion avoidance: +1 per round trip */
+        c->cwnd++;
+        c->acks = 0;
+    }
+}
+
+bool agent_cwnd_retry_later(struct agent_cwnd *c, uint64_t sent_no)
+{
+    if (sent_no <= c->round)
+        return false; /* sent before this round's halving */
+    c->round = c->sends;
+    size_t floor = c->limit < AGENT_CWND_MIN ? c->limit : AGENT_CWND_MIN;
+    c->cwnd = c->cwnd / 2 > floor ? c->cwnd / 2 : floor;
+    c->ssthresh = c->cwnd;
+    c->acks = 0;
+    return true;
+}
+
+static uint32_t jitter(struct agent_sender *s)
+{
+    /* Not a secret: a pool refilled from the kernel now and then does as
+     * well as a system call per report. */
     if (s->random_left == 0) {
         randombytes_buf(s->random_pool, sizeof(s->random_pool));
         s->random_left = RANDOM_POOL;
     }
-    return agent_backoff_ms(s->resend_timeout_ms, s->backoff_max_ms, attempt,
-                            s->random_pool[--s->random_left]);
+    return s->random_pool[--s->random_left];
+}
+
+static int64_t backoff(struct agent_sender *s, unsigned attempt)
+{
+    return agent_backoff_ms(s->resend_timeout_ms, s->backoff_max_ms, attempt, jitter(s));
 }
 
 /* ---- sockets ---------------------------------------------------------------- */
@@ -308,6 +357,7 @@ int agent_sender_new(void *zmq_ctx, const struct agent_sender_options *opts,
     s->zmq_ctx = zmq_ctx;
     s->spool = spool;
     s->window = opts->window;
+    agent_cwnd_init(&s->cwnd, s->window);
     s->resend_timeout_ms = opts->resend_timeout_ms > 0 ? opts->resend_timeout_ms : 1;
     s->backoff_max_ms = opts->backoff_max_ms > s->resend_timeout_ms ? opts->backoff_max_ms
                                                                     : s->resend_timeout_ms;
@@ -547,6 +597,7 @@ static bool transmit(struct agent_sender *s, struct slot *slot, uint8_t *data, s
     }
     slot->tries++;
     slot->state = SLOT_SENT;
+    slot->sent_no = agent_cwnd_sent(&s->cwnd);
     slot->due = now + backoff(s, slot->tries);
     return true;
 }
@@ -572,12 +623,15 @@ static void send_waiting(struct agent_sender *s, int64_t now)
     size_t next = 0; /* slots below this were looked at */
     if (paused(s, now) || s->socket == NULL)
         return;
-    while (next < s->window) {
+    size_t sent = awaiting(s);
+    while (next < s->window && sent < s->cwnd.cwnd) {
         if (!socket_writable(s))
             return;
         size_t n = 0;
         size_t bytes = 0;
-        for (; next < s->window && n < SEND_BURST && bytes < SEND_BURST_BYTES; next++) {
+        size_t room = s->cwnd.cwnd - sent;
+        for (; next < s->window && n < SEND_BURST && n < room && bytes < SEND_BURST_BYTES;
+             next++) {
             struct slot *slot = &s->slots[next];
             if (slot->state != SLOT_WAITING)
                 continue;
@@ -592,6 +646,7 @@ static void send_waiting(struct agent_sender *s, int64_t now)
         size_t i = 0;
         while (i < n && transmit(s, burst[i].slot, burst[i].data, burst[i].len, now))
             i++;
+        sent += i;
         if (i < n) {
             /* The socket took nothing more: the rest stay WAITING (their
              * frames are read again next time). transmit freed burst[i]. */
@@ -710,6 +765,7 @@ static void handle_ack(struct agent_sender *s, const rsl_ack *ack, int64_t now)
     case RESILIENCE__V1__ACK__STATUS__ACCEPTED:
     case RESILIENCE__V1__ACK__STATUS__DUPLICATE:
         s->retry_streak = 0;
+        agent_cwnd_progress(&s->cwnd);
         if (ack->status == RESILIENCE__V1__ACK__STATUS__ACCEPTED) {
             s->stats.accepted++;
             /* A detail on ACCEPTED names measurements the aggregator left
@@ -739,24 +795,30 @@ static void handle_ack(struct agent_sender *s, const rsl_ack *ack, int64_t now)
         break;
     case RESILIENCE__V1__ACK__STATUS__RETRY_LATER:
     default: {
-        /* The aggregator is overloaded: this report waits its backoff, and
-         * nothing at all is sent for a while that grows with each round of
-         * RETRY_LATER in a row. A round, not an ack: one failed batch (or
-         * one full queue) answers a whole window at once, and counting
-         * each of those acks would double the pause once per report -
-         * backoff_max (minutes) after a single event at the aggregator. So
-         * the streak grows only for a RETRY_LATER that arrives once the
-         * current pause is over (a resend after it was answered again). */
+        /* The aggregator is overloaded. Per round, not per ack: one failed
+         * batch (or one full queue) answers a whole window at once, and
+         * reacting to each of those acks would halve the window down to
+         * its floor and double the pause once per report - backoff_max
+         * (minutes) after a single event at the aggregator. A round begins
+         * with a RETRY_LATER for a report sent after the previous round
+         * began (agent_cwnd_retry_later): the window halves, and nothing
+         * is sent for a pause that doubles with each round in a row. The
+         * report waits for the end of the pause, then goes out again as
+         * the window allows. */
         s->stats.retry_later++;
-        int64_t hold = backoff(s, slot->tries);
-        if (now >= s->pause_until) {
+        size_t before = s->cwnd.cwnd;
+        if (agent_cwnd_retry_later(&s->cwnd, slot->sent_no)) {
             s->retry_streak++;
-            s->pause_until = now + backoff(s, s->retry_streak);
+            s->pause_until = now + agent_backoff_ms(AGENT_RETRY_PAUSE_MS, s->backoff_max_ms,
+                                                    s->retry_streak, jitter(s));
+            RSL_INFO("sender", "aggregator busy (RETRY_LATER%s%s): pausing %gs, then at most "
+                     "%zu reports in flight (was %zu)", detail[0] != '\0' ? ": " : "", detail,
+                     (double)(s->pause_until - now) / 1000.0, s->cwnd.cwnd, before);
         }
-        RSL_INFO("sender", "report %" PRIu64 " RETRY_LATER%s%s; retrying in %gs", ack->sequence,
-                 detail[0] != '\0' ? ": " : "", detail, (double)hold / 1000.0);
+        RSL_DEBUG("sender", "report %" PRIu64 " RETRY_LATER; resent after the pause",
+                  ack->sequence);
         slot->state = SLOT_HOLD;
-        slot->due = now + hold;
+        slot->due = s->pause_until > now ? s->pause_until : now;
         break;
     }
     }
@@ -888,7 +950,7 @@ static void read_probe(struct agent_sender *s, int64_t now)
 
 static bool has_waiting(const struct agent_sender *s, int64_t now)
 {
-    if (paused(s, now))
+    if (paused(s, now) || awaiting(s) >= s->cwnd.cwnd)
         return false;
     for (size_t i = 0; i < s->window; i++)
         if (s->slots[i].state == SLOT_WAITING)
@@ -964,7 +1026,9 @@ int64_t agent_sender_next_deadline(const struct agent_sender *s)
         if (slot->state == SLOT_SENT || slot->state == SLOT_HOLD)
             best = earliest(best, slot->due);
     }
-    if (any_waiting && s->pause_until > 0)
+    /* The end of a pause matters only if something could go out then: with
+     * the congestion window full, the next ack is what frees room. */
+    if (any_waiting && s->pause_until > 0 && awaiting(s) < s->cwnd.cwnd)
         best = earliest(best, s->pause_until);
     if (s->n_endpoints > 1) {
         if (!s->connected)

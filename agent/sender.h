@@ -11,9 +11,21 @@
  * Resends: an entry whose ack has not come is sent again after an
  * exponential backoff with jitter (agent_backoff_ms): resend_timeout after
  * the first try, twice that after the second, ..., never more than
- * backoff_max. The aggregator answers a repeat with DUPLICATE. RETRY_LATER
- * holds that entry for its backoff and pauses all sending for a backoff
- * that grows while RETRY_LATER keeps coming.
+ * backoff_max. The aggregator answers a repeat with DUPLICATE.
+ *
+ * Congestion (RETRY_LATER: the aggregator's queue is full): how many
+ * reports may be in flight adapts like TCP's congestion window (struct
+ * agent_cwnd). It starts at AGENT_CWND_INITIAL and grows by one per ack up
+ * to `window` (slow start); a round of RETRY_LATER halves it (never below
+ * AGENT_CWND_MIN), after which it grows by one per window's worth of acks.
+ * A round is one event at the aggregator: only a RETRY_LATER for a report
+ * sent after the previous round began starts a new one, so a whole window
+ * turned away at once halves the window once. Each round also pauses all
+ * sending - AGENT_RETRY_PAUSE_MS, doubling with every round in a row
+ * without an ACCEPTED or DUPLICATE in between, up to backoff_max, spread
+ * by +-25% - and the turned-away entries go out again after it. Hundreds
+ * of agents back from an outage with deep spools so share the aggregator's
+ * queue (max_queue) instead of all pausing for a resend_timeout together.
  *
  * Acks: ACCEPTED and DUPLICATE remove the entry; REJECTED moves it to
  * rejected/ with the detail beside it, never to be sent again. Acks for
@@ -140,5 +152,33 @@ const struct agent_sender_stats *agent_sender_stats(const struct agent_sender *s
  * spread by a random factor in [0.75, 1.25) from `random`, never above the
  * cap. Pure: the caller supplies the randomness. */
 int64_t agent_backoff_ms(int64_t base_ms, int64_t max_ms, unsigned attempt, uint32_t random);
+
+/* The first pause after RETRY_LATER, and the congestion window's start and
+ * floor (see the top of this file). */
+#define AGENT_RETRY_PAUSE_MS 250
+#define AGENT_CWND_INITIAL 32
+#define AGENT_CWND_MIN 1
+
+/* The congestion window: reports allowed in flight, 1..limit. Pure
+ * arithmetic, used by the sender and tested on its own. */
+struct agent_cwnd {
+    size_t limit;     /* the configured window */
+    size_t cwnd;      /* in flight at most, now */
+    size_t ssthresh;  /* below it, +1 per ack; at or above, +1 per cwnd acks */
+    size_t acks;      /* acks counted towards the next +1 above ssthresh */
+    uint64_t sends;   /* reports sent so far, counted by agent_cwnd_sent */
+    uint64_t round;   /* `sends` when the last RETRY_LATER round began */
+};
+
+void agent_cwnd_init(struct agent_cwnd *c, size_t limit);
+/* A report is sent: returns its send number (1, 2, ...), kept with it. */
+uint64_t agent_cwnd_sent(struct agent_cwnd *c);
+/* An ACCEPTED or DUPLICATE. */
+void agent_cwnd_progress(struct agent_cwnd *c);
+/* A RETRY_LATER for the report whose last send had number `sent_no`: true
+ * when it begins a new round (the window was halved), false when it
+ * belongs to the round under way (that send came before the round began,
+ * however close in time). */
+bool agent_cwnd_retry_later(struct agent_cwnd *c, uint64_t sent_no);
 
 #endif

@@ -1131,6 +1131,69 @@ static void test_backoff(void **state)
     assert_true(agent_backoff_ms(0, 0, 0, 0) >= 1);
 }
 
+/* ---- congestion window --------------------------------------------------------- */
+
+static void test_cwnd(void **state)
+{
+    (void)state;
+    struct agent_cwnd c;
+    agent_cwnd_init(&c, 512);
+    assert_int_equal(c.cwnd, AGENT_CWND_INITIAL);
+    /* Slow start: one more per ack, up to the configured window. */
+    for (int i = 0; i < 10; i++)
+        agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, AGENT_CWND_INITIAL + 10);
+    for (int i = 0; i < 10000; i++)
+        agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, 512);
+
+    /* A whole window turned away at once - every report sent before the
+     * first RETRY_LATER came back, all in the same millisecond - is one
+     * round: halved once, not 512 times. */
+    uint64_t sent[512];
+    for (int i = 0; i < 512; i++)
+        sent[i] = agent_cwnd_sent(&c);
+    assert_true(agent_cwnd_retry_later(&c, sent[0]));
+    assert_int_equal(c.cwnd, 256);
+    for (int i = 1; i < 512; i++)
+        assert_false(agent_cwnd_retry_later(&c, sent[i]));
+    assert_int_equal(c.cwnd, 256);
+    /* Above the threshold: one more per window's worth of acks. */
+    for (int i = 0; i < 255; i++)
+        agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, 256);
+    agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, 257);
+    /* A report sent after the round began and turned away again: a new
+     * round, halved again; down to the floor and not below it. */
+    uint64_t later = agent_cwnd_sent(&c);
+    assert_true(agent_cwnd_retry_later(&c, later));
+    assert_int_equal(c.cwnd, 128);
+    for (int round = 0; round < 20; round++)
+        assert_true(agent_cwnd_retry_later(&c, agent_cwnd_sent(&c)));
+    assert_int_equal(c.cwnd, AGENT_CWND_MIN);
+    /* A resend of an old report that comes back late is not a new round. */
+    assert_false(agent_cwnd_retry_later(&c, sent[7]));
+
+    /* At the floor, an ack grows it again. */
+    agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, AGENT_CWND_MIN + 1);
+
+    /* Windows smaller than the start; a window of 0 is taken as 1. */
+    agent_cwnd_init(&c, 2);
+    assert_int_equal(c.cwnd, 2);
+    assert_true(agent_cwnd_retry_later(&c, agent_cwnd_sent(&c)));
+    assert_int_equal(c.cwnd, 1);
+    agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, 2);
+    agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, 2);
+    agent_cwnd_init(&c, 0);
+    assert_int_equal(c.cwnd, 1);
+    assert_true(agent_cwnd_retry_later(&c, agent_cwnd_sent(&c)));
+    assert_int_equal(c.cwnd, 1);
+}
+
 /* ---- failover ----------------------------------------------------------------- */
 
 /* A tcp:// endpoint on 127.0.0.1 where nothing listens (for now). */
@@ -1577,6 +1640,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_across_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_totals_and_other_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff, setup, teardown),
+        cmocka_unit_test(test_cwnd),
         cmocka_unit_test_setup_teardown(test_failover_and_failback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_while_daemon_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sighup_reload, setup, teardown),
