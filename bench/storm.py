@@ -123,6 +123,7 @@ def main():
             h.start_agent(a, wait_ready=False)
         for a in agents:
             a["daemon"].wait_log("ready")
+        agents_cpu0 = sum(fp.cpu_ticks(a["daemon"].pid)[0] for a in agents)
         t0 = time.monotonic()
         h.start_aggregator()
         started = time.monotonic() - t0
@@ -141,12 +142,18 @@ def main():
                 last = (n, now)
             time.sleep(0.2)
         wall = time.monotonic() - t0
+        agents_cpu = (sum(fp.cpu_ticks(a["daemon"].pid)[0] for a in agents) -
+                      agents_cpu0) / fp.TICK
+        agg_cpu = fp.cpu_ticks(h.aggregator.pid)[0] / fp.TICK
         rate, stored = bf.ingest_rate(h)
         turned_away = retry_later_total(h)
         print("  %-34s %7d reports  %8.0f reports/s (middle 80%%)  wall %.1f s from the "
               "aggregator's start (ready after %.1f s); RETRY_LATER answers %d" %
               ("storm, %d agents" % len(agents), stored, rate, wall, started, turned_away),
               flush=True)
+        print("  CPU over the storm: aggregator %.1f s (%.0f us a report), the agents together "
+              "%.1f s (%.0f us a report)" % (agg_cpu, agg_cpu * 1e6 / max(stored, 1), agents_cpu,
+                                             agents_cpu * 1e6 / max(stored, 1)), flush=True)
         for a in agents:
             a["daemon"].stop()
 
