@@ -3,7 +3,9 @@
  *
  * Durability: WAL with synchronous=FULL (NORMAL can lose committed
  * transactions on power loss); the ingest thread groups many reports per
- * transaction so the fsync cost is shared.
+ * transaction so the fsync cost is shared. The writer opens the store
+ * through store_vfs.c, which hands a commit's WAL frames to the kernel in
+ * writes of up to 128 KiB instead of two per frame, before the same sync.
  *
  * Schema (version 4, PRAGMA user_version; older versions are upgraded by
  * the writer when it opens them):
@@ -52,6 +54,7 @@
  * and we open with SQLITE_OPEN_NOMUTEX since no handle is shared.
  */
 #include "store.h"
+#include "store_vfs.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -726,7 +729,12 @@ int agg_store_open(const char *path, bool read_only, struct agg_store **out,
 
     int flags = SQLITE_OPEN_NOMUTEX |
                 (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    int src = sqlite3_open_v2(path, &st->db, flags, NULL);
+    /* The writer gathers its WAL appends into one write per commit
+     * (store_vfs.c); readers use the default VFS. */
+    const char *vfs = NULL;
+    if (!read_only && agg_store_vfs_register() == SQLITE_OK)
+        vfs = AGG_STORE_VFS;
+    int src = sqlite3_open_v2(path, &st->db, flags, vfs);
     if (src != SQLITE_OK) {
         rc = rsl_error_set(err, store_code(src), "store %s: cannot open: %s", path,
                            st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(src));
