@@ -116,8 +116,10 @@ def main():
     cores = os.cpu_count() or 1
     out = tempfile.mkdtemp(prefix="rsl-bench-ingest-")
     verify = build_tool(out, "ingest_verify", ["ingest_verify.c"], [], ["libsodium", "openssl"])
-    load = build_tool(out, "ingest_load", ["ingest_load.c"], ["librsl.a", "librsl_proto.a"],
-                      ["libzmq", "libsodium", "openssl", "libprotobuf-c", "inih", "libsystemd"])
+    load = build_tool(out, "ingest_load", ["ingest_load.c"],
+                      ["libagent_core.a", "librsl.a", "librsl_proto.a"],
+                      ["libzmq", "libsodium", "openssl", "libprotobuf-c", "inih", "libsystemd",
+                       "libcurl", "jansson"])
 
     print("\n== raw Ed25519 verification (same machine, same run)")
     before = verify_rates(verify)

@@ -18,8 +18,17 @@
  * in flight per agent. Report 1 of every agent is sent first and its ack
  * awaited (handshakes, warm caches); the timed phase is reports 2..N.
  *
+ * RETRY_LATER is handled as the agent does, with the agent's own code
+ * (agent/sender.h, struct agent_cwnd): each load agent keeps at most its
+ * congestion window in flight (slow start from AGENT_CWND_INITIAL up to
+ * W), halves it once per round of RETRY_LATER and pauses sending for
+ * AGENT_RETRY_PAUSE_MS, doubling per round in a row; the turned-away
+ * reports go out again after the pause. With many agents (BENCH_AGENTS
+ * 128 x window 512 is far beyond the aggregator's max_queue) the load then
+ * looks like a storm of real agents, not a flood.
+ *
  * Latency per report: from its first send to its final ack (ACCEPTED or
- * DUPLICATE); a RETRY_LATER is resent after 20 ms and the wait counts.
+ * DUPLICATE); waits after RETRY_LATER count.
  * Output (stdout), one line:
  *   reports=R seconds=S rate=R/S p50_ms=.. p90_ms=.. p99_ms=.. max_ms=..
  *   retries=.. rejected=.. cpu_s=.. (this process's CPU over the timed phase)
@@ -43,6 +52,7 @@
 #include "rsl/sign.h"
 #include "rsl/util.h"
 
+#include "agent/sender.h"
 #include "bench_indicators.h"
 
 #define MAX_AGENTS 1024
@@ -56,6 +66,7 @@ struct report_slot {
     size_t len;
     uint64_t first_sent_us;  /* 0: never sent */
     uint64_t resend_at_us;   /* RETRY_LATER: when to send again; 0: not waiting */
+    uint64_t sent_no;        /* agent_cwnd_sent number of its last send */
     bool done;
 };
 
@@ -65,8 +76,12 @@ struct agent {
     void *sock;
     struct report_slot *slots;  /* [0] is sequence 1 */
     uint64_t next;              /* index of the next report never sent */
-    uint64_t in_flight;
+    uint64_t in_flight;         /* sent and not settled, waiting to be resent included */
+    uint64_t out;               /* sent and not yet answered */
     uint64_t done;
+    struct agent_cwnd cwnd;
+    uint64_t pause_until_us;    /* RETRY_LATER: send nothing before this */
+    unsigned streak;            /* rounds of RETRY_LATER since the last progress */
 };
 
 static uint64_t now_us(void)
@@ -186,12 +201,21 @@ static int setup_agent(void *ctx, const char *spec, const char *endpoint, const 
 static void send_slot(struct agent *a, uint64_t i, uint64_t now)
 {
     struct report_slot *s = &a->slots[i];
-    if (zmq_send(a->sock, s->frame, s->len, ZMQ_DONTWAIT) < 0)
+    if (zmq_send(a->sock, s->frame, s->len, ZMQ_DONTWAIT) < 0) {
         s->resend_at_us = now + RETRY_DELAY_US; /* nowhere to queue: try again soon */
-    else
+    } else {
         s->resend_at_us = 0;
+        s->sent_no = agent_cwnd_sent(&a->cwnd);
+        a->out++;
+    }
     if (s->first_sent_us == 0)
         s->first_sent_us = now;
+}
+
+/* May this agent send one more report now? */
+static bool may_send(const struct agent *a, uint64_t now)
+{
+    return now >= a->pause_until_us && a->out < a->cwnd.cwnd;
 }
 
 /* CPU seconds of this process so far, every thread (libzmq's I/O thread,
@@ -254,6 +278,7 @@ int main(int argc, char **argv)
                         &agents[i]) != 0)
             return 2;
         items[i] = (zmq_pollitem_t){agents[i].sock, 0, ZMQ_POLLIN, 0};
+        agent_cwnd_init(&agents[i].cwnd, window);
     }
     fprintf(stderr, "ingest_load: %zu agents x %" PRIu64 " reports built and signed in %.1f s\n",
             n_agents, reports, (double)(now_us() - t0) / 1e6);
@@ -286,21 +311,25 @@ int main(int argc, char **argv)
             long timeout = 100;
             for (size_t i = 0; i < n_agents; i++) {
                 struct agent *a = &agents[i];
-                while (a->next < limit && a->in_flight < window) {
-                    send_slot(a, a->next, now);
-                    a->next++;
-                    a->in_flight++;
-                }
-                /* Resends are rare (RETRY_LATER): a linear look is fine. */
+                /* Resends first (they are older), then new reports; a
+                 * linear look at the window is fine. */
                 for (uint64_t k = a->done; k < a->next; k++) {
                     struct report_slot *s = &a->slots[k];
                     if (s->done || s->resend_at_us == 0)
                         continue;
-                    if (s->resend_at_us <= now)
+                    if (s->resend_at_us <= now && may_send(a, now))
                         send_slot(a, k, now);
-                    else if ((long)((s->resend_at_us - now) / 1000) + 1 < timeout)
+                    else if (s->resend_at_us > now &&
+                             (long)((s->resend_at_us - now) / 1000) + 1 < timeout)
                         timeout = (long)((s->resend_at_us - now) / 1000) + 1;
                 }
+                while (a->next < limit && a->in_flight < window && may_send(a, now)) {
+                    send_slot(a, a->next, now);
+                    a->next++;
+                    a->in_flight++;
+                }
+                if (a->pause_until_us > now && (long)((a->pause_until_us - now) / 1000) + 1 < timeout)
+                    timeout = (long)((a->pause_until_us - now) / 1000) + 1;
             }
             if (zmq_poll(items, (int)n_agents, timeout) < 0 && errno != EINTR)
                 return 2;
@@ -318,10 +347,21 @@ int main(int argc, char **argv)
                     uint64_t k = ack->sequence - 1;
                     if (ack->sequence >= 1 && k < reports && !a->slots[k].done) {
                         struct report_slot *s = &a->slots[k];
+                        if (a->out > 0)
+                            a->out--;
                         if (ack->status == RESILIENCE__V1__ACK__STATUS__RETRY_LATER) {
                             retries++;
-                            s->resend_at_us = now + RETRY_DELAY_US;
+                            if (agent_cwnd_retry_later(&a->cwnd, s->sent_no)) {
+                                a->streak++;
+                                a->pause_until_us =
+                                    now + (uint64_t)agent_backoff_ms(AGENT_RETRY_PAUSE_MS,
+                                                                     300000, a->streak,
+                                                                     (uint32_t)random()) * 1000u;
+                            }
+                            s->resend_at_us = a->pause_until_us > now ? a->pause_until_us : now;
                         } else {
+                            a->streak = 0;
+                            agent_cwnd_progress(&a->cwnd);
                             if (ack->status == RESILIENCE__V1__ACK__STATUS__REJECTED) {
                                 rejected++;
                                 if (rejected <= 3)
