@@ -448,6 +448,7 @@ static void write_status(struct agent_daemon *d, int64_t now)
     st.bytes = agent_spool_bytes(d->spool);
     st.in_flight = agent_sender_in_flight(d->sender);
     st.awaiting_ack = agent_sender_awaiting_ack(d->sender);
+    st.window = agent_sender_window(d->sender);
     st.last_ack_at_ms = agent_sender_last_ack_ms(d->sender);
     st.spooled = d->stats.reports_spooled;
     st.sender = *agent_sender_stats(d->sender);

@@ -1051,6 +1051,11 @@ size_t agent_sender_in_flight(const struct agent_sender *s)
     return s->window - slots_free(s);
 }
 
+size_t agent_sender_window(const struct agent_sender *s)
+{
+    return s->cwnd.cwnd;
+}
+
 size_t agent_sender_awaiting_ack(const struct agent_sender *s)
 {
     return awaiting(s);

@@ -147,6 +147,9 @@ int64_t agent_sender_last_ack_ms(const struct agent_sender *sender);
 
 const struct agent_sender_stats *agent_sender_stats(const struct agent_sender *sender);
 
+/* The congestion window: how many reports may be in flight now. */
+size_t agent_sender_window(const struct agent_sender *sender);
+
 /* The wait before resending after `attempt` tries (1 = after the first
  * send): base * 2^(attempt-1) capped at max_ms (itself at least base),
  * spread by a random factor in [0.75, 1.25) from `random`, never above the

@@ -41,12 +41,12 @@ int agent_status_write(const char *spool_dir, const struct agent_status *st, str
     int fd = -1;
     int rc = RSL_OK;
     json_t *root = json_pack(
-        "{s:s, s:I, s:I, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "agent_id",
+        "{s:s, s:I, s:I, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "agent_id",
         st->agent_id, "pid", (json_int_t)st->pid, "started_at_ms", (json_int_t)st->started_at_ms,
         "updated_at_ms", (json_int_t)st->updated_at_ms, "endpoint", st->endpoint, "connected",
         st->connected ? 1 : 0, "pending", (json_int_t)st->pending, "bytes", (json_int_t)st->bytes,
         "in_flight", (json_int_t)st->in_flight, "awaiting_ack", (json_int_t)st->awaiting_ack,
-        "last_ack_at_ms", (json_int_t)st->last_ack_at_ms, "spooled", (json_int_t)st->spooled,
+        "window", (json_int_t)st->window, "last_ack_at_ms", (json_int_t)st->last_ack_at_ms, "spooled", (json_int_t)st->spooled,
         "sender", sender_json(&st->sender));
     if (root == NULL)
         return rsl_error_set(err, RSL_ENOMEM, "status: cannot build JSON");
@@ -154,6 +154,7 @@ int agent_status_parse(const char *buf, size_t len, const char *origin, struct a
         (rc = member_uint(root, "bytes", origin, &st.bytes, err)) ||
         (rc = member_uint(root, "in_flight", origin, &st.in_flight, err)) ||
         (rc = member_uint(root, "awaiting_ack", origin, &st.awaiting_ack, err)) ||
+        (rc = member_uint(root, "window", origin, &st.window, err)) ||
         (rc = member_int(root, "last_ack_at_ms", origin, &st.last_ack_at_ms, err)) ||
         (rc = member_uint(root, "spooled", origin, &st.spooled, err)))
         goto out;
@@ -392,6 +393,11 @@ int agent_status_report(const struct agent_config *cfg, bool json, int64_t now_m
         json_object_set_new(root, "in_flight",
                             running && have_status ? json_integer((json_int_t)st.in_flight)
                                                    : json_integer(0));
+        /* The congestion window (0 from a daemon that did not write it). */
+        json_object_set_new(root, "window",
+                            running && have_status && st.window > 0
+                                ? json_integer((json_int_t)st.window)
+                                : json_null());
         if (have_status)
             json_object_set_new(root, "since_start", sender_json(&st.sender));
         if (status_problem[0] != '\0')
@@ -435,6 +441,10 @@ int agent_status_report(const struct agent_config *cfg, bool json, int64_t now_m
     } else {
         fprintf(out, "  last ack        none %s\n", running ? "since start" : "recorded");
     }
+    if (running && have_status && st.window > 0)
+        fprintf(out, "  in flight       %llu (at most %llu now, window %zu%s)\n",
+                (unsigned long long)st.in_flight, (unsigned long long)st.window, cfg->window,
+                st.window < cfg->window ? ": the aggregator answered RETRY_LATER" : "");
     fprintf(out, "  drops           %llu (spool full %llu, expired %llu, refused %llu)\n",
             (unsigned long long)drops, (unsigned long long)sum.counters.dropped_oldest,
             (unsigned long long)sum.counters.expired, (unsigned long long)sum.counters.refused);

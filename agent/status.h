@@ -38,6 +38,7 @@ struct agent_status {
     uint64_t bytes;
     uint64_t in_flight;
     uint64_t awaiting_ack;
+    uint64_t window;        /* congestion window: in flight at most, now */
     int64_t last_ack_at_ms; /* wall clock, 0 = none since start */
     uint64_t spooled;       /* reports spooled since start */
     struct agent_sender_stats sender;

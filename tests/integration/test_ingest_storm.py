@@ -20,7 +20,9 @@ Checked:
   every round after it again;
 - each agent halved its window at least once (it was told to) and logged
   the round, and no agent's pause grew beyond a few seconds: a round is one
-  event at the aggregator, not one per report turned away.
+  event at the aggregator, not one per report turned away;
+- `resilience-agent status` shows the window now in use (JSON `window`,
+  and in the text, below the configured 512 with the reason).
 """
 import os
 import re
@@ -28,8 +30,8 @@ import sys
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SLOW, check, find_binary, ingest_counters, run, run_tests,  # noqa: E402
-                     spool_names, wait_for)
+from harness import (SLOW, agent_cli, agent_status, check, find_binary,  # noqa: E402
+                     ingest_counters, run, run_tests, spool_names, wait_for)
 
 NATIONS = ["BEL", "DEU", "DNK", "EST", "FIN", "FRA", "NLD", "POL"]
 REPORTS = 400
@@ -96,6 +98,26 @@ def test_agents_share_a_full_queue(h):
               "counted as many rounds (%d rounds logged)" % (a["id"], longest, len(rounds)))
         print("  %s: %d rounds, window %d at the last, longest pause %.2f s" %
               (a["id"], len(rounds), rounds[-1][1], longest))
+    # The status shows the window in use (after 400 reports each it cannot
+    # have reached the configured 512 even without a RETRY_LATER: what is
+    # tested here is that it is shown, the same in JSON and text).
+    def windows():
+        got = []
+        for a in agents:
+            w = agent_status(h, a).get("window")
+            if not isinstance(w, int):
+                return None
+            got.append(w)
+        return got
+
+    ws = wait_for(windows, "every agent's status to show its window", timeout=30 * SLOW)
+    check(all(1 <= w < 512 for w in ws), "status windows %s: not within 1..511" % ws)
+    low = agents[ws.index(min(ws))]
+    text = agent_cli(h, low, "status", check_rc=0).stdout
+    w = agent_status(h, low)["window"]
+    check("at most %d now, window 512: the aggregator answered RETRY_LATER" % w in text,
+          "text status of %s does not show its window %d and why:\n%s" % (low["id"], w, text))
+    print("  status windows after the storm: %s" % ws)
     for a in agents:
         check(a["daemon"].stop() == 0, "%s did not exit 0 on SIGTERM" % a["id"])
 

@@ -85,6 +85,7 @@ static struct agent_status sample_status(void)
     st.bytes = 1234;
     st.in_flight = 2;
     st.awaiting_ack = 1;
+    st.window = 16;
     st.last_ack_at_ms = 1790000059000LL;
     st.spooled = 77;
     st.sender.sent = 70;
@@ -145,6 +146,8 @@ static void test_status_file_hostile(void **state)
         {"[1, 2]", "not a JSON object"},
         {"{\"pid\": \"4242\"}", "'pid' is not a non-negative integer"},
         {"{\"pending\": -1}", "'pending' is not a non-negative integer"},
+        {"{\"window\": -4}", "'window' is not a non-negative integer"},
+        {"{\"window\": \"16\"}", "'window'"},
         {"{\"bytes\": 1.5}", "'bytes'"},
         {"{\"connected\": 1}", "'connected' is not true or false"},
         {"{\"endpoint\": 7}", "'endpoint' is not a string"},
