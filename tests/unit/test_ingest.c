@@ -460,7 +460,7 @@ static void test_invalid_report_names_identity(void **state)
     struct test_report t;
     struct agg_verdict v;
     size_t len;
-    const struct spec nan_value = {"energy.oil_stock_days", NAN, "days", NOW_MS - 1};
+    const struct spec nan_value = {"energy.oil_stock_days", (double)NAN, "days", NOW_MS - 1};
     report_make(&t, DEU, "DEU", 42, NOW_MS - 1000, &nan_value, 1);
     uint8_t *frame = signed_frame(f->deu, t.bytes, t.len, &len);
     check(f, frame, len, DEU, NOW_MS, &v);

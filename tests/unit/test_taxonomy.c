@@ -397,8 +397,8 @@ static void test_status_thresholds(void **state)
     assert_int_equal(rsl_indicator_status(&eq, 2.999), RSL_STATUS_RED);
 
     /* A NaN never looks green. */
-    assert_int_equal(rsl_indicator_status(&hi, NAN), RSL_STATUS_RED);
-    assert_int_equal(rsl_indicator_status(&lo, NAN), RSL_STATUS_RED);
+    assert_int_equal(rsl_indicator_status(&hi, (double)NAN), RSL_STATUS_RED);
+    assert_int_equal(rsl_indicator_status(&lo, (double)NAN), RSL_STATUS_RED);
 
     assert_string_equal(rsl_status_name(RSL_STATUS_GREEN), "green");
     assert_string_equal(rsl_status_name(RSL_STATUS_AMBER), "amber");
