@@ -146,6 +146,14 @@ void agent_cwnd_init(struct agent_cwnd *c, size_t limit)
     c->round = 0;
 }
 
+void agent_cwnd_restart(struct agent_cwnd *c)
+{
+    c->cwnd = c->limit < AGENT_CWND_INITIAL ? c->limit : AGENT_CWND_INITIAL;
+    c->ssthresh = c->limit;
+    c->acks = 0;
+    c->round = c->sends;
+}
+
 uint64_t agent_cwnd_sent(struct agent_cwnd *c)
 {
     return ++c->sends;
@@ -330,6 +338,10 @@ static void switch_endpoint(struct agent_sender *s, size_t idx, int64_t now)
     for (size_t i = 0; i < s->window; i++)
         if (s->slots[i].state == SLOT_SENT)
             s->slots[i].state = SLOT_WAITING; /* their acks went with the old socket */
+    /* Another aggregator: its queue owes nothing to the last one's. */
+    agent_cwnd_restart(&s->cwnd);
+    s->pause_until = 0;
+    s->retry_streak = 0;
     if (open_pair(s, s->endpoints[idx], MAIN_EVENTS, &s->socket, &s->monitor, &err) != RSL_OK)
         RSL_ERR("sender", "%s; trying again later", err.text);
 }

@@ -23,7 +23,8 @@
  * turned away at once halves the window once. Each round also pauses all
  * sending - AGENT_RETRY_PAUSE_MS, doubling with every round in a row
  * without an ACCEPTED or DUPLICATE in between, up to backoff_max, spread
- * by +-25% - and the turned-away entries go out again after it. Hundreds
+ * by +-25% - and the turned-away entries go out again after it. A move to
+ * another endpoint starts again from AGENT_CWND_INITIAL. Hundreds
  * of agents back from an outage with deep spools so share the aggregator's
  * queue (max_queue) instead of all pausing for a resend_timeout together.
  *
@@ -174,6 +175,10 @@ struct agent_cwnd {
 };
 
 void agent_cwnd_init(struct agent_cwnd *c, size_t limit);
+/* A new connection (failover, failback): slow start again from
+ * AGENT_CWND_INITIAL - another aggregator, another queue; what was sent
+ * before does not start a round. */
+void agent_cwnd_restart(struct agent_cwnd *c);
 /* A report is sent: returns its send number (1, 2, ...), kept with it. */
 uint64_t agent_cwnd_sent(struct agent_cwnd *c);
 /* An ACCEPTED or DUPLICATE. */

@@ -1179,6 +1179,17 @@ static void test_cwnd(void **state)
     agent_cwnd_progress(&c);
     assert_int_equal(c.cwnd, AGENT_CWND_MIN + 1);
 
+    /* A new connection: slow start again; nothing sent before it starts a
+     * round, the first report sent after it does. */
+    agent_cwnd_restart(&c);
+    assert_int_equal(c.cwnd, AGENT_CWND_INITIAL);
+    assert_int_equal(c.ssthresh, 512);
+    assert_false(agent_cwnd_retry_later(&c, later));
+    agent_cwnd_progress(&c);
+    assert_int_equal(c.cwnd, AGENT_CWND_INITIAL + 1);
+    assert_true(agent_cwnd_retry_later(&c, agent_cwnd_sent(&c)));
+    assert_int_equal(c.cwnd, (AGENT_CWND_INITIAL + 1) / 2);
+
     /* Windows smaller than the start; a window of 0 is taken as 1. */
     agent_cwnd_init(&c, 2);
     assert_int_equal(c.cwnd, 2);
