@@ -136,22 +136,19 @@ int64_t agent_backoff_ms(int64_t base_ms, int64_t max_ms, unsigned attempt, uint
 
 /* ---- congestion window -------------------------------------------------------- */
 
-void agent_cwnd_init(struct agent_cwnd *c, size_t limit)
-{
-    c->limit = limit > 0 ? limit : 1;
-    c->cwnd = c->limit < AGENT_CWND_INITIAL ? c->limit : AGENT_CWND_INITIAL;
-    c->ssthresh = c->limit;
-    c->acks = 0;
-    c->sends = 0;
-    c->round = 0;
-}
-
 void agent_cwnd_restart(struct agent_cwnd *c)
 {
     c->cwnd = c->limit < AGENT_CWND_INITIAL ? c->limit : AGENT_CWND_INITIAL;
     c->ssthresh = c->limit;
     c->acks = 0;
     c->round = c->sends;
+}
+
+void agent_cwnd_init(struct agent_cwnd *c, size_t limit)
+{
+    c->limit = limit > 0 ? limit : 1;
+    c->sends = 0;
+    agent_cwnd_restart(c);
 }
 
 uint64_t agent_cwnd_sent(struct agent_cwnd *c)

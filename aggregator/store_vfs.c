@@ -9,9 +9,11 @@
  * default VFS: for a file opened as a WAL (SQLITE_OPEN_WAL), writes that
  * follow on from the previous one are copied into a buffer and handed to
  * the real file in one write when anything else happens to the file:
- * xSync, xRead, xTruncate, xFileSize, xFileControl, xClose, a write that
- * does not continue the buffered run, or a full buffer. Everything else is
- * passed through unchanged.
+ * xSync, xRead, xTruncate, xFileSize, xFileControl, xUnlock, xClose, a
+ * write that does not continue the buffered run, or a full buffer. A
+ * failed write is reported by the next write, read or sync, whichever call
+ * it happened in (flush_keep). Everything else is passed through
+ * unchanged.
  *
  * Durability is unchanged: SQLite considers WAL frames written only once
  * xSync has returned (synchronous=FULL syncs the WAL at every commit), and
@@ -37,6 +39,7 @@ struct walbuf_file {
     unsigned char *buf;    /* WAL only, allocated at the first buffered write */
     size_t len;            /* bytes buffered */
     sqlite3_int64 start;   /* file offset of buf[0] */
+    int error;             /* a failed write not yet reported (flush_keep) */
 };
 
 static sqlite3_vfs walbuf_vfs;
@@ -44,14 +47,27 @@ static sqlite3_vfs *real_vfs;
 static pthread_once_t register_once = PTHREAD_ONCE_INIT;
 static int register_rc = SQLITE_ERROR;
 
-static int flush(struct walbuf_file *f)
+/* Write the buffer out; the buffered bytes are dropped either way. A
+ * failure is kept until an operation whose result SQLite checks reports it
+ * (flush): SQLite ignores what xUnlock and some file controls return, and
+ * the frames lost with the buffer belong to a transaction not yet synced,
+ * which must then fail instead of committing without them. */
+static void flush_keep(struct walbuf_file *f)
 {
     if (f->len == 0)
-        return SQLITE_OK;
+        return;
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->start);
-    /* Dropped either way: after a failed write SQLite rolls the
-     * transaction back and rewrites the frames it needs. */
     f->len = 0;
+    if (rc != SQLITE_OK && f->error == SQLITE_OK)
+        f->error = rc;
+}
+
+/* flush_keep, then report (and forget) any failure kept so far. */
+static int flush(struct walbuf_file *f)
+{
+    flush_keep(f);
+    int rc = f->error;
+    f->error = SQLITE_OK;
     return rc;
 }
 
@@ -75,6 +91,8 @@ static int wb_read(sqlite3_file *file, void *out, int amt, sqlite3_int64 off)
 static int wb_write(sqlite3_file *file, const void *data, int amt, sqlite3_int64 off)
 {
     struct walbuf_file *f = (struct walbuf_file *)file;
+    if (f->error != SQLITE_OK)
+        return flush(f);
     if (f->buf == NULL || amt <= 0)
         return f->real->pMethods->xWrite(f->real, data, amt, off);
     size_t n = (size_t)amt;
@@ -122,9 +140,8 @@ static int wb_lock(sqlite3_file *file, int level)
 static int wb_unlock(sqlite3_file *file, int level)
 {
     struct walbuf_file *f = (struct walbuf_file *)file;
-    int rc = flush(f);
-    int urc = f->real->pMethods->xUnlock(f->real, level);
-    return rc != SQLITE_OK ? rc : urc;
+    flush_keep(f); /* a failure waits for the next write, read or sync */
+    return f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int wb_check_reserved(sqlite3_file *file, int *out)
@@ -136,9 +153,7 @@ static int wb_check_reserved(sqlite3_file *file, int *out)
 static int wb_file_control(sqlite3_file *file, int op, void *arg)
 {
     struct walbuf_file *f = (struct walbuf_file *)file;
-    int rc = flush(f);
-    if (rc != SQLITE_OK)
-        return rc;
+    flush_keep(f); /* a failure waits for the next write, read or sync */
     if (op == SQLITE_FCNTL_VFSNAME) {
         /* Name the shim in front of the real VFS, as SQLite's shims do. */
         int frc = f->real->pMethods->xFileControl(f->real, op, arg);

@@ -42,6 +42,23 @@ WINDOW = 64          # the live senders' (rsl_probe --window)
 AGENT_WINDOW = 512   # the agent's default [agent] window (agent/config.h)
 
 
+def load_average():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def finish(h, keep, ok):
+    """Stop what runs, remove (or keep) the folder, say the verdict; the
+    exit status."""
+    for p in h.stop_all():
+        print("  note: %s" % p)
+    if keep:
+        print("  kept: %s" % h.tmp)
+    else:
+        shutil.rmtree(h.tmp, ignore_errors=True)
+    print("==> %s" % ("target met" if ok else "target NOT met"))
+    return 0 if ok else 1
+
+
 def fresh_store(h):
     for suffix in ("", "-wal", "-shm"):
         try:
@@ -114,8 +131,7 @@ def main():
 
     print("==> resilience agent backfill benchmark (%d reports)" % n)
     print("  build: %s" % fp.BUILD_DIR)
-    print("  load average at start: %s (a shared machine)" %
-          " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("  load average at start: %s (a shared machine)" % load_average())
     h = harness.Harness("bench-backfill")
     ok = False
     try:
@@ -174,16 +190,10 @@ def main():
         ok = ratio >= TARGET
         print("  target backfill >= %.0f%% of the steady ingest rate: %s" % (
             TARGET * 100, "met" if ok else "NOT met"))
-        print("  load average at end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
+        print("  load average at end: %s" % load_average())
     finally:
-        for p in h.stop_all():
-            print("  note: %s" % p)
-        if args.keep:
-            print("  kept: %s" % h.tmp)
-        else:
-            shutil.rmtree(h.tmp, ignore_errors=True)
-    print("==> %s" % ("target met" if ok else "target NOT met"))
-    return 0 if ok else 1
+        status = finish(h, args.keep, ok)
+    return status
 
 
 if __name__ == "__main__":

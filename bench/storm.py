@@ -37,7 +37,6 @@ target holds.
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -78,8 +77,7 @@ def main():
     print("==> recovery storm benchmark: %d agents x %d spooled reports" %
           (args.agents, args.reports))
     print("  build: %s" % fp.BUILD_DIR)
-    print("  load average at start: %s (a shared machine)" %
-          " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("  load average at start: %s (a shared machine)" % bf.load_average())
     h = harness.Harness("bench-storm")
     ok = False
     try:
@@ -166,16 +164,10 @@ def main():
         ok = ratio >= TARGET
         print("  target storm >= %.0f%% of the steady ingest rate: %s" % (
             TARGET * 100, "met" if ok else "NOT met"))
-        print("  load average at end: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
+        print("  load average at end: %s" % bf.load_average())
     finally:
-        for p in h.stop_all():
-            print("  note: %s" % p)
-        if args.keep:
-            print("  kept: %s" % h.tmp)
-        else:
-            shutil.rmtree(h.tmp, ignore_errors=True)
-    print("==> %s" % ("target met" if ok else "target NOT met"))
-    return 0 if ok else 1
+        status = bf.finish(h, args.keep, ok)
+    return status
 
 
 if __name__ == "__main__":

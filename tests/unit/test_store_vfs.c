@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,11 +214,72 @@ static void test_death_mid_transaction(void **state)
     sqlite3_close(db);
 }
 
+/* The WAL cannot grow (RLIMIT_FSIZE) while a transaction's frames sit in
+ * the buffer: the failed write must fail that transaction - never a
+ * COMMIT that returns OK without its frames - and the committed rows
+ * stay. The child reports by exit status: 0 when the failure surfaced. */
+static void test_write_failure_fails_the_commit(void **state)
+{
+    struct fixture *f = *state;
+    const int committed = 12;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sqlite3 *w = open_writer(f->path);
+        for (int i = 0; i < committed; i += 6) {
+            if (sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+                _exit(2);
+            insert_rows(w, i, i + 6);
+            if (sqlite3_exec(w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+                _exit(3);
+        }
+        char wal[320];
+        struct stat sb;
+        snprintf(wal, sizeof(wal), "%s-wal", f->path);
+        if (stat(wal, &sb) != 0)
+            _exit(4);
+        signal(SIGXFSZ, SIG_IGN); /* the write fails with EFBIG instead */
+        struct rlimit lim = {(rlim_t)sb.st_size + 16384, (rlim_t)sb.st_size + 16384};
+        if (setrlimit(RLIMIT_FSIZE, &lim) != 0)
+            _exit(5);
+        int rc = sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        sqlite3_stmt *s = NULL;
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(w, "INSERT INTO t (id, b) VALUES (?1, ?2)", -1, &s, NULL);
+        for (int i = committed; rc == SQLITE_OK && i < committed + 12; i++) {
+            size_t n = blob_size(i);
+            unsigned char *b = malloc(n);
+            if (b == NULL)
+                _exit(6);
+            blob_fill(b, n, i);
+            sqlite3_bind_int(s, 1, i);
+            sqlite3_bind_blob(s, 2, b, (int)n, free);
+            rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w);
+            sqlite3_reset(s);
+        }
+        sqlite3_finalize(s);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(w, "COMMIT", NULL, NULL, NULL);
+        _exit(rc == SQLITE_OK ? 7 : 0); /* 7: it committed without its frames */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    check_rows(db, committed);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commits_read_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_death_mid_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_failure_fails_the_commit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
