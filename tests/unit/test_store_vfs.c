@@ -176,6 +176,36 @@ static void test_commits_read_back(void **state)
     sqlite3_close(again);
 }
 
+/* In a forked child: a writer with rows 0..committed-1 committed, six per
+ * transaction (exit 2 or 3 if that fails). */
+static sqlite3 *child_writer_with_commits(const char *path, int committed)
+{
+    sqlite3 *w = open_writer(path);
+    for (int i = 0; i < committed; i += 6) {
+        if (sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+            _exit(2);
+        insert_rows(w, i, i + 6);
+        if (sqlite3_exec(w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            _exit(3);
+    }
+    return w;
+}
+
+/* The child exited 0, and the store, opened afresh (recovering the WAL),
+ * holds exactly the committed rows and passes integrity_check. */
+static void child_exited_0_and_rows_committed(const char *path, pid_t pid, int committed)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    check_rows(db, committed);
+    integrity_ok(db);
+    sqlite3_close(db);
+}
+
 /* A writer process that dies (no exit handlers, no close) in the middle of
  * a transaction whose frames the shim holds: the next open recovers every
  * committed row and nothing of the open transaction. */
@@ -186,14 +216,7 @@ static void test_death_mid_transaction(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        sqlite3 *w = open_writer(f->path);
-        for (int i = 0; i < committed; i += 6) {
-            if (sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-                _exit(2);
-            insert_rows(w, i, i + 6);
-            if (sqlite3_exec(w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-                _exit(3);
-        }
+        sqlite3 *w = child_writer_with_commits(f->path, committed);
         /* A small cache: the transaction's pages spill into the WAL (and
          * into the shim's buffer) before any commit. */
         if (sqlite3_exec(w, "PRAGMA cache_size = 8; BEGIN IMMEDIATE", NULL, NULL, NULL) !=
@@ -202,16 +225,7 @@ static void test_death_mid_transaction(void **state)
         insert_rows(w, committed, committed + 50);
         _exit(0);
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    check_rows(db, committed);
-    integrity_ok(db);
-    sqlite3_close(db);
+    child_exited_0_and_rows_committed(f->path, pid, committed);
 }
 
 /* The WAL cannot grow (RLIMIT_FSIZE) while a transaction's frames sit in
@@ -225,14 +239,7 @@ static void test_write_failure_fails_the_commit(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        sqlite3 *w = open_writer(f->path);
-        for (int i = 0; i < committed; i += 6) {
-            if (sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-                _exit(2);
-            insert_rows(w, i, i + 6);
-            if (sqlite3_exec(w, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-                _exit(3);
-        }
+        sqlite3 *w = child_writer_with_commits(f->path, committed);
         char wal[320];
         struct stat sb;
         snprintf(wal, sizeof(wal), "%s-wal", f->path);
@@ -262,16 +269,7 @@ static void test_write_failure_fails_the_commit(void **state)
             rc = sqlite3_exec(w, "COMMIT", NULL, NULL, NULL);
         _exit(rc == SQLITE_OK ? 7 : 0); /* 7: it committed without its frames */
     }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    check_rows(db, committed);
-    integrity_ok(db);
-    sqlite3_close(db);
+    child_exited_0_and_rows_committed(f->path, pid, committed);
 }
 
 int main(void)
