@@ -51,13 +51,17 @@
  * above: cost O(pairs x log history), not a scan of history.
  *
  * Each handle is used by one thread (store.h); SQLite is built threadsafe,
- * and we open with SQLITE_OPEN_NOMUTEX since no handle is shared.
+ * and we open with SQLITE_OPEN_NOMUTEX since no handle is shared. SQLite's
+ * memory statistics are switched off before its first use
+ * (agg_store_sqlite_setup): they take a process-wide mutex on every one of
+ * its allocations, and nothing here reads them.
  */
 #include "store.h"
 #include "store_vfs.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -702,6 +706,21 @@ static int store_setup_schema(struct agg_store *st, struct rsl_error *err)
     return RSL_OK;
 }
 
+static void sqlite_setup_once(void)
+{
+    /* SQLITE_MISUSE when SQLite is already initialized (something opened a
+     * database first): then the statistics stay on, which costs speed only. */
+    int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (rc != SQLITE_OK)
+        RSL_DEBUG("store", "SQLite memory statistics stay on: %s", sqlite3_errstr(rc));
+}
+
+void agg_store_sqlite_setup(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_setup_once);
+}
+
 /* Order: open, quick_check (before anything can write), WAL, FULL sync,
  * schema, prepared statements. The statements are prepared once with
  * SQLITE_PREPARE_PERSISTENT because the ingest thread runs them thousands
@@ -715,6 +734,7 @@ int agg_store_open(const char *path, bool read_only, struct agg_store **out,
     if (out == NULL || path == NULL)
         return rsl_error_set(err, RSL_EINVAL, "agg_store_open: NULL argument");
     *out = NULL;
+    agg_store_sqlite_setup();
     st = calloc(1, sizeof(*st));
     if (st == NULL || (st->path = strdup(path)) == NULL) {
         rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");

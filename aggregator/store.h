@@ -31,6 +31,10 @@ struct agg_store;
 /* Open (creating the file and schema if needed, unless read_only). Runs
  * PRAGMA quick_check and refuses a corrupt store with RSL_ECORRUPT and a
  * message naming the file. */
+/* Process-wide SQLite settings, applied once before SQLite's first use
+ * (agg_store_open and agg_outbox_open call it; a program that opens
+ * databases by other means should call it first): memory statistics off. */
+void agg_store_sqlite_setup(void);
 int agg_store_open(const char *path, bool read_only, struct agg_store **out, struct rsl_error *err);
 void agg_store_close(struct agg_store **store);
 

@@ -13,6 +13,7 @@
  * most, so the simplicity is worth more than the microseconds.
  */
 #include "store_outbox.h"
+#include "store.h"
 
 #include <sodium.h>
 #include <sqlite3.h>
@@ -63,6 +64,7 @@ int agg_outbox_open(const char *path, bool read_only, struct agg_outbox **out,
     if (path == NULL || out == NULL)
         return rsl_error_set(err, RSL_EINVAL, "agg_outbox_open: NULL argument");
     *out = NULL;
+    agg_store_sqlite_setup();
     ob = calloc(1, sizeof(*ob));
     if (ob == NULL || (ob->path = strdup(path)) == NULL) {
         rc = rsl_error_set(err, RSL_ENOMEM, "out of memory");

@@ -231,6 +231,28 @@ static void open_store(struct fixture *f)
 
 /* ---- tests --------------------------------------------------------------- */
 
+/* First in main(): the store switches SQLite's memory statistics off
+ * before SQLite's first use (a process-wide mutex per allocation), so after
+ * a store has been opened and written SQLite counts no memory, and its
+ * configuration can no longer be changed (it is initialized). */
+static void test_sqlite_memory_statistics_off(void **state)
+{
+    struct fixture *f = *state;
+    open_store(f);
+    const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
+    struct test_report t;
+    enum agg_append_result result;
+    report_build(&t, "DEU-BMI-01", "DEU", 1, ms, 1);
+    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
+    assert_int_equal(append(f->store, &t, 6000, &result), RSL_OK);
+    assert_int_equal(agg_store_commit(f->store, NULL), RSL_OK);
+    report_free(&t);
+    assert_int_equal(sqlite3_memory_used(), 0);
+    assert_int_equal(sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1), SQLITE_MISUSE);
+    agg_store_sqlite_setup(); /* again: harmless */
+    assert_int_equal(sqlite3_memory_used(), 0);
+}
+
 static void test_append_and_lookup(void **state)
 {
     struct fixture *f = *state;
@@ -1065,6 +1087,7 @@ static void test_pair_id_collision(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sqlite_memory_statistics_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_and_conflict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_current_out_of_order_and_history, setup, teardown),
