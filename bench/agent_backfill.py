@@ -46,6 +46,25 @@ def load_average():
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
+def start(title, name):
+    """Print the run's header; a harness with its aggregator set up (not
+    started), the compiled tools and the four live senders enrolled.
+    The caller's try/finally ends with finish(h, ...)."""
+    print("==> %s" % title)
+    print("  build: %s" % fp.BUILD_DIR)
+    print("  load average at start: %s (a shared machine)" % load_average())
+    h = harness.Harness(name)
+    try:
+        tools = fp.build_tools(h.tmp)
+        h.setup_aggregator(log_level="notice")
+        probes = [h.add_agent("DEU-PROBE-%02d" % i, "DEU", "Probe %d" % i) for i in range(4)]
+    except BaseException:
+        h.stop_all()
+        shutil.rmtree(h.tmp, ignore_errors=True)
+        raise
+    return h, tools, probes
+
+
 def finish(h, keep, ok):
     """Stop what runs, remove (or keep) the folder, say the verdict; the
     exit status."""
@@ -129,15 +148,10 @@ def main():
     args = ap.parse_args()
     n = args.reports
 
-    print("==> resilience agent backfill benchmark (%d reports)" % n)
-    print("  build: %s" % fp.BUILD_DIR)
-    print("  load average at start: %s (a shared machine)" % load_average())
-    h = harness.Harness("bench-backfill")
+    h, tools, probes = start("resilience agent backfill benchmark (%d reports)" % n,
+                             "bench-backfill")
     ok = False
     try:
-        tools = fp.build_tools(h.tmp)
-        h.setup_aggregator(log_level="notice")
-        probes = [h.add_agent("DEU-PROBE-%02d" % i, "DEU", "Probe %d" % i) for i in range(4)]
         agent = h.add_agent("DEU-BENCH-01", "DEU", "Benchmark Ministry")
         h.write_agent_conf(agent, {
             "cog": {"type": "static", "interval": "1h", "indicator": "gov.cog_exercise_age_months",

@@ -74,16 +74,10 @@ def main():
     args = ap.parse_args()
     total = args.agents * args.reports
 
-    print("==> recovery storm benchmark: %d agents x %d spooled reports" %
-          (args.agents, args.reports))
-    print("  build: %s" % fp.BUILD_DIR)
-    print("  load average at start: %s (a shared machine)" % bf.load_average())
-    h = harness.Harness("bench-storm")
+    h, tools, probes = bf.start("recovery storm benchmark: %d agents x %d spooled reports" %
+                                (args.agents, args.reports), "bench-storm")
     ok = False
     try:
-        tools = fp.build_tools(h.tmp)
-        h.setup_aggregator(log_level="notice")
-        probes = [h.add_agent("DEU-PROBE-%02d" % i, "DEU", "Probe %d" % i) for i in range(4)]
         agents = []
         t = time.monotonic()
         fill_env = dict(os.environ, LD_PRELOAD=tools["nofsync"])

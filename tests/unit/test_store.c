@@ -240,13 +240,7 @@ static void test_sqlite_memory_statistics_off(void **state)
     struct fixture *f = *state;
     open_store(f);
     const struct test_measurement ms[] = {{"energy.oil_stock_days", 90.0, "days", 5000, false}};
-    struct test_report t;
-    enum agg_append_result result;
-    report_build(&t, "DEU-BMI-01", "DEU", 1, ms, 1);
-    assert_int_equal(agg_store_begin(f->store, NULL), RSL_OK);
-    assert_int_equal(append(f->store, &t, 6000, &result), RSL_OK);
-    assert_int_equal(agg_store_commit(f->store, NULL), RSL_OK);
-    report_free(&t);
+    append_one(f->store, "DEU-BMI-01", "DEU", 1, ms, 1, 6000, AGG_APPEND_INSERTED);
     assert_int_equal(sqlite3_memory_used(), 0);
     assert_int_equal(sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1), SQLITE_MISUSE);
     agg_store_sqlite_setup(); /* again: harmless */
